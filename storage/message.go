@@ -290,8 +290,10 @@ func (s *Store) List(mailbox string) ([]MessageInfo, error) {
 		if !ok {
 			return nil
 		}
+		// The running count sizes the slice in one allocation; the
+		// bound only guards against a corrupt counter.
 		count, _ := getUsage(m.b)
-		out = make([]MessageInfo, 0, count)
+		out = make([]MessageInfo, 0, min(count, 1<<20))
 		c := m.index.Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			if len(k) != 8 {

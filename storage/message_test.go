@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -189,6 +191,15 @@ func TestFiveMiBRoundTrip(t *testing.T) {
 	rc.Close()
 	if err != nil || n != info.Size || !bytes.Equal(viaCopy.Bytes(), msg) {
 		t.Fatalf("WriteTo path: %d octets, %v, identical=%v", n, err, bytes.Equal(viaCopy.Bytes(), msg))
+	}
+
+	// The spool file was unlinked: only the database is in data_dir.
+	entries, err := os.ReadDir(filepath.Dir(s.Path()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0].Name() != DefaultFileName {
+		t.Errorf("data dir holds %v, want only %s", entries, DefaultFileName)
 	}
 
 	// Deleting removes every chunk and the usage.
@@ -625,5 +636,23 @@ func TestConcurrentDeliveries(t *testing.T) {
 	}
 	if total != workers*each {
 		t.Errorf("%d messages listed, %d delivered", total, workers*each)
+	}
+}
+
+// TestReaderErrorStoresNothing: a client that drops mid-DATA must not leave
+// a partial message, small or spooled to disk.
+func TestReaderErrorStoresNothing(t *testing.T) {
+	s := openTest(t)
+	for _, n := range []int{10, 3 * chunkSize} {
+		r := io.MultiReader(bytes.NewReader(bigMessage(n)), iotest.ErrReader(io.ErrUnexpectedEOF))
+		if _, err := s.Deliver("a", r, DeliverOptions{}); !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Errorf("%d octets then error: %v", n, err)
+		}
+	}
+	if c, b, _ := s.Usage("a"); c != 0 || b != 0 {
+		t.Errorf("usage after failed deliveries = %d, %d", c, b)
+	}
+	if mbs, _ := s.Mailboxes(); len(mbs) != 0 {
+		t.Errorf("failed deliveries created mailboxes %q", mbs)
 	}
 }
