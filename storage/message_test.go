@@ -562,7 +562,7 @@ func TestConcurrentDeliveries(t *testing.T) {
 			defer wg.Done()
 			for i := range each {
 				mb := mbs[(w+i)%2]
-				body := fmt.Sprintf("from %d msg %d\n%s", w, i, strings.Repeat("z", w*1000*i))
+				body := fmt.Sprintf("from %d msg %d\n%s", w, i, strings.Repeat("z", w*3000*i)) // up to ~150 KB: some spool to disk
 				info, err := s.Deliver(mb, strings.NewReader(body), DeliverOptions{})
 				if err != nil {
 					errs <- err

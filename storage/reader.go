@@ -34,6 +34,8 @@ func (s *Store) OpenMessage(mailbox string, id uint64) (io.ReadCloser, error) {
 	return &messageReader{s: s, mailbox: mailbox, id: id, left: info.Size}, nil
 }
 
+var _ io.WriterTo = (*messageReader)(nil)
+
 type messageReader struct {
 	s       *Store
 	mailbox string

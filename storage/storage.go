@@ -22,6 +22,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -89,9 +90,18 @@ func Open(path string) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
 	}
+	_, statErr := os.Stat(path)
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
+	}
+	if errors.Is(statErr, fs.ErrNotExist) {
+		// bbolt fsyncs the file, not its directory entry; without this a
+		// crash soon after first start could lose the whole new file.
+		if err := syncDir(filepath.Dir(path)); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("storage: open %s: %w", path, err)
+		}
 	}
 	// An existing file may have been created or copied with looser
 	// permissions; private keys live here, so tighten rather than trust it.
@@ -179,4 +189,16 @@ func getTime(b []byte) time.Time {
 // returned at write time equal those returned later by List or Revisions.
 func normTime(t time.Time) time.Time {
 	return time.Unix(t.Unix(), int64(t.Nanosecond())).UTC()
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
 }
