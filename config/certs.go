@@ -67,7 +67,7 @@ func (p *parser) loadStatic(rc *rawCertificate, c *Certificate, now time.Time) h
 	}
 	if leafDER == nil {
 		return append(diags, errorf(rc.CertFileRange, "No certificate",
-			"cert_file %q contains no PEM certificate", certName))
+			"the cert_file %q contains no PEM certificate", certName))
 	}
 	leaf, err := x509.ParseCertificate(leafDER)
 	if err != nil {
@@ -88,7 +88,7 @@ func (p *parser) loadStatic(rc *rawCertificate, c *Certificate, now time.Time) h
 	}
 	if !hasKey {
 		return append(diags, errorf(rc.KeyFileRange, "No private key",
-			"key_file %q contains no PEM private key", keyName))
+			"the key_file %q contains no PEM private key", keyName))
 	}
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {

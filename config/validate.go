@@ -32,7 +32,7 @@ func (p *parser) validate(raw *rawFile) (*Config, hcl.Diagnostics) {
 	if raw.DataDir != nil && p.ok(raw.DataDirRange) {
 		if *raw.DataDir == "" {
 			diags = append(diags, errorf(raw.DataDirRange, "Empty data_dir",
-				"data_dir is empty; leave it out for the default %s", DefaultDataDir))
+				"the data_dir is empty; leave it out for the default %s", DefaultDataDir))
 		} else {
 			cfg.DataDir = p.resolvePath(*raw.DataDir)
 		}
@@ -135,14 +135,14 @@ func (p *parser) certificate(rc *rawCertificate, cfg *Config, hostOK bool, now t
 		}
 		if rc.NamesRange.Filename != "" && len(rc.Names) == 0 {
 			diags = append(diags, errorf(rc.NamesRange, "No certificate names",
-				"names is empty; list the names the certificate covers, or leave it out for the hostname"))
+				"the names list is empty; list the names the certificate covers, or leave it out for the hostname"))
 		}
 		return c, !diags.HasErrors(), diags
 	}
 
 	if rc.NamesRange.Filename != "" {
 		diags = append(diags, errorf(rc.NamesRange, "Names on a static certificate",
-			"names applies only to self_signed certificates; certificate %q covers the names in its cert_file", rc.Name))
+			"the names attribute applies only to self_signed certificates; certificate %q covers the names in its cert_file", rc.Name))
 	}
 	if rc.CertFile == nil {
 		return nil, false, append(diags, errorf(rc.KeyFileRange, "Missing cert_file",
@@ -228,7 +228,7 @@ func (p *parser) pop3(rp *rawPOP3, cfg *Config, hostOK, certsKnown, anyCertBlock
 			pop.LoginType = LoginType(*rp.LoginType)
 		default:
 			diags = append(diags, errorf(rp.LoginTypeRange, "Invalid login_type",
-				"login_type %q is not one of %q or %q", *rp.LoginType, SecureLogin, PlainTextLogin))
+				"the login_type %q is not one of %q or %q", *rp.LoginType, SecureLogin, PlainTextLogin))
 		}
 	}
 
@@ -236,9 +236,9 @@ func (p *parser) pop3(rp *rawPOP3, cfg *Config, hostOK, certsKnown, anyCertBlock
 		d, err := ParseDuration(*rp.PreAuthTimeout)
 		switch {
 		case err != nil:
-			diags = append(diags, errorf(rp.PreAuthTimeoutRange, "Invalid duration", "pre_authenticated_timeout is invalid: %s", err.Error()))
+			diags = append(diags, errorf(rp.PreAuthTimeoutRange, "Invalid duration", "the pre_authenticated_timeout is invalid: %s", err.Error()))
 		case d <= 0:
-			diags = append(diags, errorf(rp.PreAuthTimeoutRange, "Invalid duration", "pre_authenticated_timeout must be longer than zero"))
+			diags = append(diags, errorf(rp.PreAuthTimeoutRange, "Invalid duration", "the pre_authenticated_timeout must be longer than zero"))
 		default:
 			pop.PreAuthenticatedTimeout = d
 		}
@@ -247,15 +247,15 @@ func (p *parser) pop3(rp *rawPOP3, cfg *Config, hostOK, certsKnown, anyCertBlock
 		d, err := ParseDuration(*rp.AuthTimeout)
 		switch {
 		case err != nil:
-			diags = append(diags, errorf(rp.AuthTimeoutRange, "Invalid duration", "authenticated_timeout is invalid: %s", err.Error()))
+			diags = append(diags, errorf(rp.AuthTimeoutRange, "Invalid duration", "the authenticated_timeout is invalid: %s", err.Error()))
 		case d <= 0:
-			diags = append(diags, errorf(rp.AuthTimeoutRange, "Invalid duration", "authenticated_timeout must be longer than zero"))
+			diags = append(diags, errorf(rp.AuthTimeoutRange, "Invalid duration", "the authenticated_timeout must be longer than zero"))
 		default:
 			pop.AuthenticatedTimeout = d
 			// RFC 1939 §3: the autologout timer must be at least 10 minutes.
 			if d < 10*time.Minute {
 				diags = append(diags, warnf(rp.AuthTimeoutRange, "Short timeout",
-					"authenticated_timeout %q is shorter than the 10 minutes RFC 1939 section 3 asks for", *rp.AuthTimeout))
+					"the authenticated_timeout %q is shorter than the 10 minutes RFC 1939 section 3 asks for", *rp.AuthTimeout))
 			}
 		}
 	}
@@ -265,7 +265,7 @@ func (p *parser) pop3(rp *rawPOP3, cfg *Config, hostOK, certsKnown, anyCertBlock
 			return
 		}
 		if *v < min || *v > max {
-			diags = append(diags, errorf(rng, "Value out of range", "%s must be between %d and %d, not %d", name, min, max, *v))
+			diags = append(diags, errorf(rng, "Value out of range", "the %s must be between %d and %d, not %d", name, min, max, *v))
 			return
 		}
 		*dst = *v
@@ -277,14 +277,14 @@ func (p *parser) pop3(rp *rawPOP3, cfg *Config, hostOK, certsKnown, anyCertBlock
 	intAttr(rp.MaxCommandSize, rp.MaxCommandSizeRange, "max_command_size", MinMaxCommandSize, MaxMaxCommandSize, &pop.MaxCommandSize)
 	if pop.MaxConnectionsPerIP > pop.MaxConnections {
 		diags = append(diags, warnf(rp.MaxConnectionsPerIPRange, "Ineffective limit",
-			"max_connections_per_ip (%d) is larger than max_connections (%d), so only max_connections applies",
+			"the max_connections_per_ip (%d) is larger than the max_connections (%d), so only max_connections applies",
 			pop.MaxConnectionsPerIP, pop.MaxConnections))
 	}
 
 	if rp.Banner != nil && p.ok(rp.BannerRange) {
 		if strings.ContainsFunc(*rp.Banner, func(r rune) bool { return r < ' ' || r == 0x7f }) {
 			diags = append(diags, errorf(rp.BannerRange, "Invalid banner",
-				"banner must be one line of text without control characters, because it is sent in the greeting"))
+				"the banner must be one line of text without control characters, because it is sent in the greeting"))
 		} else {
 			pop.Banner = *rp.Banner
 		}
@@ -301,7 +301,7 @@ func (p *parser) pop3(rp *rawPOP3, cfg *Config, hostOK, certsKnown, anyCertBlock
 				nameKnown = true
 			} else {
 				diags = append(diags, errorf(nameRng, "Invalid certificate name",
-					"x509_certificate_name %q is not a fully qualified domain name", *rp.X509CertificateName))
+					"the x509_certificate_name %q is not a fully qualified domain name", *rp.X509CertificateName))
 			}
 		}
 	} else if hostOK {
@@ -334,11 +334,11 @@ func (p *parser) pop3(rp *rawPOP3, cfg *Config, hostOK, certsKnown, anyCertBlock
 			}
 			if cs.Method == MethodNone && pop.LoginType == SecureLogin {
 				diags = append(diags, errorf(er, "Unusable connection setting",
-					"%s setting %q is unencrypted but login_type is secure_login, so clients told to use it could never log in", attr, vals[i]))
+					"the connection setting %q in %s is unencrypted but login_type is secure_login, so clients told to use it could never log in", vals[i], attr))
 			}
 			if len(kind) == 0 {
 				diags = append(diags, errorf(er, "Connection setting without binding",
-					"%s setting %q needs %s, but there are none", attr, vals[i], kindAttr))
+					"the connection setting %q in %s needs %s, but there are none", vals[i], attr, kindAttr))
 			} else {
 				match := false
 				for _, b := range kind {
@@ -422,7 +422,7 @@ func (p *parser) mailboxes(raw *rawFile, cfg *Config, domainsOK bool) hcl.Diagno
 	checkDomains := domainsOK
 	if len(raw.Mailboxes) > 0 && domainsOK && len(raw.Domains) == 0 {
 		diags = append(diags, errorf(raw.Mailboxes[0].AddressRange, "Missing domains",
-			"mailboxes are declared but domains does not list the local domains they belong to"))
+			"mailboxes are declared but the domains list, which names the local domains, is empty"))
 		checkDomains = false
 	}
 	type owner struct {
@@ -433,7 +433,7 @@ func (p *parser) mailboxes(raw *rawFile, cfg *Config, domainsOK bool) hcl.Diagno
 	claim := func(addr string, rng hcl.Range, what string) bool {
 		if o, dup := seen[addr]; dup {
 			diags = append(diags, errorf(rng, "Duplicate address",
-				"%s is already used as %s on line %d", addr, o.what, o.rng.Start.Line))
+				"the address %s is already used as %s on line %d", addr, o.what, o.rng.Start.Line))
 			return false
 		}
 		seen[addr] = owner{rng, what}

@@ -47,7 +47,7 @@ func ParseSize(s string) (int64, error) {
 	}
 	mult, ok := sizeUnits[unit]
 	if !ok {
-		return 0, fmt.Errorf("the size %q has an unknown unit %q; use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB", s, t[i:])
+		return 0, fmt.Errorf("the size %q has an unknown unit %q; use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB", s, strings.TrimSpace(t[i:]))
 	}
 	r, ok := new(big.Rat).SetString(num)
 	if !ok {
@@ -135,7 +135,7 @@ func ParseDuration(s string) (time.Duration, error) {
 			if unitName == "" {
 				return 0, fmt.Errorf("the duration %q lacks a unit; use ns, us, ms, s, m, h or d", s)
 			}
-			return 0, fmt.Errorf("the duration %q has an unknown unit %q; use ns, us, ms, s, m, h or d", s, unitName)
+			return 0, fmt.Errorf("the duration %q has an unknown unit %q; use ns, us, ms, s, m, h or d", s, strings.TrimSpace(unitName))
 		}
 		whole, frac, _ := strings.Cut(num, ".")
 		w, err := strconv.ParseInt(whole, 10, 64)
