@@ -116,6 +116,12 @@ func TestThrottleIPv6Slash64(t *testing.T) {
 	if ips, _ := th.Len(); ips != 4 {
 		t.Errorf("%d IP entries, want 4", ips)
 	}
+	// A caller that could not parse the remote address passes the zero
+	// Addr; all such failures share one counter rather than none.
+	th.Failure(netip.Addr{}, "h")
+	if d := th.Failure(netip.Addr{}, "i"); d != 2*time.Millisecond {
+		t.Errorf("zero Addr: %v, want 2ms (shared counter)", d)
+	}
 }
 
 func TestThrottleForget(t *testing.T) {
