@@ -2,6 +2,8 @@ package config
 
 import (
 	"errors"
+	"fmt"
+	"regexp"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -25,7 +27,7 @@ type rawFile struct {
 	DomainsRange  hcl.Range `hcl:"domains,attr_range"`
 
 	Certificates []*rawCertificate `hcl:"certificate,block"`
-	POP3         *rawPOP3          `hcl:"pop3,block"`
+	POP3         []*rawPOP3        `hcl:"pop3,block"` // a slice so a second block is reported by us, after both are decoded
 	Mailboxes    []*rawMailbox     `hcl:"mailbox,block"`
 }
 
@@ -196,9 +198,29 @@ func (p *parser) polish(diags hcl.Diagnostics) hcl.Diagnostics {
 				}
 			}
 		}
+		if d.Subject != nil {
+			d.Detail = labelDetail(d)
+		}
 		out = append(out, d)
 	}
 	return out
+}
+
+// HCL's label-count messages say "must have 1 labels (name)"; these say
+// it in plain words.
+var (
+	missingLabels = regexp.MustCompile(`^All (\S+) blocks must have (\d+) labels \((.*)\)\.$`)
+	extraLabels   = regexp.MustCompile(`^Only (\d+) labels \((.*)\) are expected for (\S+) blocks\.$`)
+)
+
+func labelDetail(d *hcl.Diagnostic) string {
+	if m := missingLabels.FindStringSubmatch(d.Detail); m != nil && m[2] == "1" {
+		return fmt.Sprintf("Every %s block needs one label, its %s, as in %s \"...\" { }.", m[1], m[3], m[1])
+	}
+	if m := extraLabels.FindStringSubmatch(d.Detail); m != nil && m[1] == "1" {
+		return fmt.Sprintf("A %s block takes only one label, its %s.", m[3], m[2])
+	}
+	return d.Detail
 }
 
 // attrAt finds the attribute whose source range contains r.

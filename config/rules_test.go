@@ -59,7 +59,7 @@ func TestRules(t *testing.T) {
 			`t.hcl:6:1: error: An argument named "bogus" is not expected here.`,
 			`t.hcl:7:1: error: Blocks of type "smtp" are not expected here.`}},
 		{"duplicate pop3 block", false, "pop3 {\n}\npop3 {\n}", []string{
-			`t.hcl:8:1: error: Only one pop3 block is allowed. Another was defined at t.hcl:6,1-5.`}},
+			`t.hcl:8:1: error: Only one pop3 block is allowed; the first is on line 6.`}},
 		{"syntax error", true, "hostname = \n", []string{
 			`t.hcl:1:12: error: Expected the start of an expression, but found an invalid expression token.`}},
 
@@ -186,8 +186,8 @@ func TestRules(t *testing.T) {
 			`t.hcl:9:9: warning: Mailbox b@example.com has no password_hash, so nobody can log in to it.`,
 			`t.hcl:11:9: warning: Mailbox c@example.com has no password_hash, so nobody can log in to it.`}},
 		{"quota invalid", false, "mailbox \"a@example.com\" {\n  password_hash = \"" + goodHash + "\"\n  quota = \"2 gigs\"\n}\nmailbox \"b@example.com\" {\n  password_hash = \"" + goodHash + "\"\n  quota = \"-1\"\n}", []string{
-			`t.hcl:8:3: error: Quota is invalid: the size "2 gigs" has an unknown unit "gigs"; use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB.`,
-			`t.hcl:12:3: error: Quota is invalid: the size "-1" is negative.`}},
+			`t.hcl:8:3: error: The quota is invalid: the size "2 gigs" has an unknown unit "gigs"; use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB.`,
+			`t.hcl:12:3: error: The quota is invalid: the size "-1" is negative.`}},
 		{"mailbox flags wrong type", false, "mailbox \"a@example.com\" {\n  password_hash = \"" + goodHash + "\"\n  pop3 = \"maybe\"\n}", []string{
 			`t.hcl:8:11: error: The value of pop3 has the wrong type: a bool is required.`}},
 	}

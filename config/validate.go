@@ -78,8 +78,12 @@ func (p *parser) validate(raw *rawFile) (*Config, hcl.Diagnostics) {
 	}
 
 	bound := map[netip.AddrPort]hcl.Range{}
-	if raw.POP3 != nil {
-		pop, pd := p.pop3(raw.POP3, cfg, hostOK, certsKnown, len(raw.Certificates) > 0, bound)
+	for _, extra := range raw.POP3[min(1, len(raw.POP3)):] {
+		diags = append(diags, errorf(extra.DefRange, "Duplicate pop3 block",
+			"only one pop3 block is allowed; the first is on line %d", raw.POP3[0].DefRange.Start.Line))
+	}
+	if len(raw.POP3) > 0 {
+		pop, pd := p.pop3(raw.POP3[0], cfg, hostOK, certsKnown, len(raw.Certificates) > 0, bound)
 		diags = append(diags, pd...)
 		cfg.POP3 = pop
 	}
@@ -454,9 +458,13 @@ func (p *parser) mailboxes(raw *rawFile, cfg *Config, domainsOK bool) hcl.Diagno
 	}
 
 	for _, rm := range raw.Mailboxes {
-		addr, ok := address(rm.Address, rm.AddressRange, "mailbox")
-		if !ok || !claim(addr, rm.AddressRange, "a mailbox") {
-			continue
+		// A mailbox with a bad or duplicate name is still checked through,
+		// so its other problems show up now, but it is not kept.
+		addr, keep := address(rm.Address, rm.AddressRange, "mailbox")
+		keep = keep && claim(addr, rm.AddressRange, "a mailbox")
+		shown := addr
+		if !keep {
+			shown = rm.Address
 		}
 		m := &Mailbox{Address: addr, POP3: true, Submission: true}
 		if rm.POP3 != nil {
@@ -467,11 +475,13 @@ func (p *parser) mailboxes(raw *rawFile, cfg *Config, domainsOK bool) hcl.Diagno
 		}
 		if p.ok(rm.PasswordHashRange) {
 			if rm.PasswordHash == nil || *rm.PasswordHash == "" {
-				diags = append(diags, warnf(rm.AddressRange, "No password",
-					"mailbox %s has no password_hash, so nobody can log in to it", addr))
+				if keep {
+					diags = append(diags, warnf(rm.AddressRange, "No password",
+						"mailbox %s has no password_hash, so nobody can log in to it", shown))
+				}
 			} else if err := auth.ValidateHash(*rm.PasswordHash); err != nil {
 				diags = append(diags, errorf(rm.PasswordHashRange, "Invalid password hash",
-					"the password_hash of %s is not usable: %s", addr, err.Error()))
+					"the password_hash of %s is not usable: %s", shown, err.Error()))
 			} else {
 				m.PasswordHash = *rm.PasswordHash
 			}
@@ -479,7 +489,7 @@ func (p *parser) mailboxes(raw *rawFile, cfg *Config, domainsOK bool) hcl.Diagno
 		if p.ok(rm.AliasesRange) {
 			for i, rng := range p.elemRanges(rm.AliasesRange, len(rm.Aliases)) {
 				a, ok := address(rm.Aliases[i], rng, "alias")
-				if !ok || !claim(a, rng, "an alias of "+addr) {
+				if !ok || !claim(a, rng, "an alias of "+shown) {
 					continue
 				}
 				m.Aliases = append(m.Aliases, a)
@@ -488,10 +498,13 @@ func (p *parser) mailboxes(raw *rawFile, cfg *Config, domainsOK bool) hcl.Diagno
 		if rm.Quota != nil && p.ok(rm.QuotaRange) {
 			q, err := ParseSize(*rm.Quota)
 			if err != nil {
-				diags = append(diags, errorf(rm.QuotaRange, "Invalid quota", "quota is invalid: %s", err.Error()))
+				diags = append(diags, errorf(rm.QuotaRange, "Invalid quota", "the quota is invalid: %s", err.Error()))
 			} else {
 				m.Quota = q
 			}
+		}
+		if !keep {
+			continue
 		}
 		cfg.Mailboxes = append(cfg.Mailboxes, m)
 		cfg.byAddr[m.Address] = m

@@ -1,0 +1,5 @@
+hostname = "localhost"
+
+mailbox "root@localhost" {
+  quota = "1GiB"
+}

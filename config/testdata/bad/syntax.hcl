@@ -1,0 +1,4 @@
+hostname = "mail.example.com"
+pop3 {
+  banner = "unterminated
+}
