@@ -235,6 +235,7 @@ func (s *session) readFailed(err error) {
 	case errors.Is(err, errLineTooLong):
 		s.log.Info("pop3 command line too long, closing")
 		s.final(lineTooLong)
+		s.linger()
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		if s.srv.draining.Load() {
 			s.final(lineShutdown)
@@ -254,6 +255,30 @@ func (s *session) final(line string) {
 	s.out.d = 2 * time.Second
 	s.reply(line)
 	s.bw.Flush()
+}
+
+// lingerTime bounds how long linger drains a client still sending.
+const lingerTime = time.Second
+
+// linger half-closes the connection and drains what the client is still
+// sending, for a short while, before the session closes it. Closing a TCP
+// socket with unread input sends a RST, which can destroy the final -ERR
+// before the client reads it.
+func (s *session) linger() {
+	if tc, ok := s.conn.(*tls.Conn); ok {
+		tc.CloseWrite() // close_notify
+	}
+	cw, ok := s.raw.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	s.raw.SetReadDeadline(time.Now().Add(lingerTime))
+	var buf [512]byte
+	for {
+		if _, err := s.raw.Read(buf[:]); err != nil {
+			return
+		}
+	}
 }
 
 // reply queues one response line.
@@ -299,7 +324,8 @@ func (s *session) handle(line string) (more bool) {
 			s.errs++
 			if s.errs >= maxErrors {
 				s.log.Info("pop3 too many errors, closing", "last", perr.Text)
-				s.reply(lineTooManyErrors)
+				s.final(lineTooManyErrors)
+				s.linger()
 				return false
 			}
 		}
