@@ -340,3 +340,14 @@ func TestDiagnosticsCarryRanges(t *testing.T) {
 		}
 	}
 }
+
+// TestNullIsAbsent: null lists and scalars take their defaults.
+func TestNullIsAbsent(t *testing.T) {
+	cfg, lines, _ := parseIn(t, t.TempDir(), head+"pop3 {\n  ssl_bindings = null\n  unencrypted_or_tls_bindings = null\n  banner = null\n}\n")
+	if cfg == nil {
+		t.Fatalf("diagnostics: %q", lines)
+	}
+	if !reflect.DeepEqual(cfg.POP3.SSLBindings, aps(t, "[::]:995", "0.0.0.0:995")) || len(cfg.POP3.UnencryptedOrTLSBindings) != 2 || cfg.POP3.Banner != DefaultBanner {
+		t.Errorf("null did not mean absent: %+v", cfg.POP3)
+	}
+}

@@ -223,13 +223,36 @@ func labelDetail(d *hcl.Diagnostic) string {
 	return d.Detail
 }
 
-// attrAt finds the attribute whose source range contains r.
+// attrAt finds the attribute whose value contains r. Only the value counts:
+// a "missing argument" diagnostic sits at the start of its body, which may
+// be where another attribute's name begins.
 func (p *parser) attrAt(r hcl.Range) *hclsyntax.Attribute {
 	var found *hclsyntax.Attribute
 	var walk func(b *hclsyntax.Body)
 	walk = func(b *hclsyntax.Body) {
 		for _, a := range b.Attributes {
-			if a.SrcRange.ContainsOffset(r.Start.Byte) {
+			if a.Expr.Range().ContainsOffset(r.Start.Byte) {
+				found = a
+				return
+			}
+		}
+		for _, blk := range b.Blocks {
+			if blk.Body != nil && found == nil {
+				walk(blk.Body)
+			}
+		}
+	}
+	walk(p.body)
+	return found
+}
+
+// attrByRange finds the attribute whose whole range is rng.
+func (p *parser) attrByRange(rng hcl.Range) *hclsyntax.Attribute {
+	var found *hclsyntax.Attribute
+	var walk func(b *hclsyntax.Body)
+	walk = func(b *hclsyntax.Body) {
+		for _, a := range b.Attributes {
+			if a.SrcRange == rng {
 				found = a
 				return
 			}
@@ -259,8 +282,8 @@ func (p *parser) elemRanges(rng hcl.Range, n int) []hcl.Range {
 	for i := range out {
 		out[i] = rng
 	}
-	a := p.attrAt(rng)
-	if a == nil || a.SrcRange != rng {
+	a := p.attrByRange(rng)
+	if a == nil {
 		return out
 	}
 	if t, ok := a.Expr.(*hclsyntax.TupleConsExpr); ok && len(t.Exprs) == n {

@@ -38,6 +38,9 @@ func TestRules(t *testing.T) {
 		// Top level.
 		{"hostname missing", true, `domains = ["example.com"]`, []string{
 			`t.hcl:1:1: error: The argument "hostname" is required, but no definition was found.`}},
+		{"hostname missing, other checks still run", true, `domains = ["bad domain"]`, []string{
+			`t.hcl:1:1: error: The argument "hostname" is required, but no definition was found.`,
+			`t.hcl:1:12: error: Domain "bad domain" is not a valid DNS name.`}},
 		{"hostname single label", true, `hostname = "mail"`, []string{
 			`t.hcl:1:1: error: Hostname "mail" is not a fully qualified domain name such as mail.example.com.`}},
 		{"hostname bad chars", true, `hostname = "mail_1.example.com"`, []string{
@@ -99,6 +102,7 @@ func TestRules(t *testing.T) {
 		// Coverage.
 		{"pop3 without any certificate", true, "hostname = \"mail.example.com\"\npop3 {\n}", []string{
 			`t.hcl:2:1: error: POP3 needs TLS (ssl_bindings always, STLS on the others) but no certificate block is declared; add one, self_signed = true is enough to start.`}},
+		{"null means absent", true, "hostname = \"mail.example.com\"\ndata_dir = null\ncertificate \"dev\" {\n  self_signed = true\n  names = null\n}\npop3 {\n  ssl_bindings = null\n  unencrypted_or_tls_bindings = null\n  max_connections = null\n}", nil},
 		{"pop3 without bindings needs no certificate", true, "hostname = \"mail.example.com\"\npop3 {\n  ssl_bindings = []\n}", nil},
 		{"x509 name not covered", false, "pop3 {\n  x509_certificate_name = \"other.example.com\"\n}", []string{
 			`t.hcl:7:3: error: No certificate covers x509_certificate_name "other.example.com".`}},

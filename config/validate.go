@@ -16,6 +16,7 @@ import (
 // mistake yields one diagnostic.
 func (p *parser) validate(raw *rawFile) (*Config, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
+	nullMeansAbsent(raw)
 	cfg := &Config{DataDir: DefaultDataDir, byAddr: map[string]*Mailbox{}}
 
 	hostOK := false
@@ -90,6 +91,31 @@ func (p *parser) validate(raw *rawFile) (*Config, hcl.Diagnostics) {
 
 	diags = append(diags, p.mailboxes(raw, cfg, domainsOK)...)
 	return cfg, diags
+}
+
+// nullMeansAbsent follows the HCL convention that an attribute set to null
+// is as if it were left out. gohcl decodes null lists as nil slices (and []
+// as empty non-nil ones) but still records their ranges; clear those.
+// Scalars are pointers, which null leaves nil already.
+func nullMeansAbsent(raw *rawFile) {
+	unset := func(list []string, rng *hcl.Range) {
+		if list == nil {
+			*rng = hcl.Range{}
+		}
+	}
+	unset(raw.Domains, &raw.DomainsRange)
+	for _, c := range raw.Certificates {
+		unset(c.Names, &c.NamesRange)
+	}
+	for _, p := range raw.POP3 {
+		unset(p.SSLBindings, &p.SSLBindingsRange)
+		unset(p.TLSBindings, &p.TLSBindingsRange)
+		unset(p.External, &p.ExternalRange)
+		unset(p.Internal, &p.InternalRange)
+	}
+	for _, m := range raw.Mailboxes {
+		unset(m.Aliases, &m.AliasesRange)
+	}
 }
 
 // certificate checks one certificate block. ok is false when the
