@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -106,5 +107,52 @@ func benchRETR(b *testing.B, size int) {
 			b.Fatal(err)
 		}
 		readUntil("\r\n.\r\n")
+	}
+}
+
+// BenchmarkIdleTLSSession reports the memory held per idle, logged-in
+// implicit-TLS session. Client and server run in this process, so the
+// figure covers both ends of each connection: an upper bound for the
+// server's share.
+func BenchmarkIdleTLSSession(b *testing.B) {
+	const n = 200
+	srv := NewServer(memBackend{[]byte("x\r\n")}, &Settings{TLSConfig: serverTLSConfig()}, nil)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go srv.Serve(l, true, "bench")
+	b.Cleanup(func() { srv.Close() })
+	for b.Loop() {
+		b.StopTimer()
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		conns := make([]*tls.Conn, 0, n)
+		buf := make([]byte, 512)
+		for range n {
+			c, err := tls.Dial("tcp", l.Addr().String(), clientTLSConfig())
+			if err != nil {
+				b.Fatal(err)
+			}
+			c.SetDeadline(time.Now().Add(time.Minute))
+			io.WriteString(c, "USER u\r\nPASS p\r\n")
+			for got := ""; strings.Count(got, "\r\n") < 3; {
+				k, err := c.Read(buf)
+				if err != nil {
+					b.Fatal(err)
+				}
+				got += string(buf[:k])
+			}
+			conns = append(conns, c)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		used := (after.HeapInuse + after.StackInuse) - (before.HeapInuse + before.StackInuse)
+		b.ReportMetric(float64(used)/n, "B/session(both-ends)")
+		for _, c := range conns {
+			c.Close()
+		}
+		b.StartTimer()
 	}
 }

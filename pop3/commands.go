@@ -122,6 +122,7 @@ func (s *session) insecureErr() error {
 }
 
 func (s *session) cmdUser(arg string) error {
+	s.user = "" // a failed USER does not leave an older name for PASS
 	if !s.authAllowed() {
 		return s.insecureErr()
 	}
