@@ -244,6 +244,9 @@ func (s *session) cmdAuth(arg string) error {
 // for the failure.
 func (s *session) login(user, pass string) error {
 	drop, err := s.srv.backend.Login(s.ctx, s.info, user, pass)
+	if err != nil && drop != nil {
+		drop.Close() // a backend that returned both must not keep the lock
+	}
 	switch {
 	case err == nil:
 	case errors.Is(err, ErrAuthFailed):
