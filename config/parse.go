@@ -146,6 +146,8 @@ type parser struct {
 	filename string
 	body     *hclsyntax.Body
 	broken   map[hcl.Pos]bool // start of attribute ranges that failed to decode
+	attrs    []*hclsyntax.Attribute
+	byStart  map[hcl.Pos]*hclsyntax.Attribute
 }
 
 // finish orders diagnostics by position so output follows the file (gohcl
@@ -223,48 +225,50 @@ func labelDetail(d *hcl.Diagnostic) string {
 	return d.Detail
 }
 
+// attributes lists every attribute in the file once, in source order.
+func (p *parser) attributes() []*hclsyntax.Attribute {
+	if p.attrs != nil {
+		return p.attrs
+	}
+	p.attrs = []*hclsyntax.Attribute{}
+	var walk func(b *hclsyntax.Body)
+	walk = func(b *hclsyntax.Body) {
+		for _, a := range b.Attributes {
+			p.attrs = append(p.attrs, a)
+		}
+		for _, blk := range b.Blocks {
+			if blk.Body != nil {
+				walk(blk.Body)
+			}
+		}
+	}
+	walk(p.body)
+	p.byStart = make(map[hcl.Pos]*hclsyntax.Attribute, len(p.attrs))
+	for _, a := range p.attrs {
+		p.byStart[a.SrcRange.Start] = a
+	}
+	return p.attrs
+}
+
 // attrAt finds the attribute whose value contains r. Only the value counts:
 // a "missing argument" diagnostic sits at the start of its body, which may
 // be where another attribute's name begins.
 func (p *parser) attrAt(r hcl.Range) *hclsyntax.Attribute {
-	var found *hclsyntax.Attribute
-	var walk func(b *hclsyntax.Body)
-	walk = func(b *hclsyntax.Body) {
-		for _, a := range b.Attributes {
-			if a.Expr.Range().ContainsOffset(r.Start.Byte) {
-				found = a
-				return
-			}
-		}
-		for _, blk := range b.Blocks {
-			if blk.Body != nil && found == nil {
-				walk(blk.Body)
-			}
+	for _, a := range p.attributes() {
+		if a.Expr.Range().ContainsOffset(r.Start.Byte) {
+			return a
 		}
 	}
-	walk(p.body)
-	return found
+	return nil
 }
 
 // attrByRange finds the attribute whose whole range is rng.
 func (p *parser) attrByRange(rng hcl.Range) *hclsyntax.Attribute {
-	var found *hclsyntax.Attribute
-	var walk func(b *hclsyntax.Body)
-	walk = func(b *hclsyntax.Body) {
-		for _, a := range b.Attributes {
-			if a.SrcRange == rng {
-				found = a
-				return
-			}
-		}
-		for _, blk := range b.Blocks {
-			if blk.Body != nil && found == nil {
-				walk(blk.Body)
-			}
-		}
+	p.attributes()
+	if a := p.byStart[rng.Start]; a != nil && a.SrcRange == rng {
+		return a
 	}
-	walk(p.body)
-	return found
+	return nil
 }
 
 // ok reports whether the attribute at rng decoded cleanly. rng is an

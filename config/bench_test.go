@@ -1,0 +1,39 @@
+package config
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// benchSource is a realistic file: a self-signed certificate, a pop3 block
+// and n mailboxes with an alias each.
+func benchSource(n int) []byte {
+	var b strings.Builder
+	b.WriteString(head)
+	b.WriteString("pop3 {\n  ssl_bindings = [\"127.0.0.1:10995\"]\n  unencrypted_or_tls_bindings = [\"127.0.0.1:10110\"]\n}\n")
+	for i := range n {
+		fmt.Fprintf(&b, "mailbox \"user%d@example.com\" {\n  password_hash = %q\n  aliases = [\"alias%d@example.com\"]\n  quota = \"1GiB\"\n}\n", i, goodHash, i)
+	}
+	return []byte(b.String())
+}
+
+// BenchmarkParse measures a reload's parse-and-validate cost (no static
+// certificate files, so no disk reads beyond the source).
+func BenchmarkParse(b *testing.B) {
+	for _, n := range []int{10, 1000} {
+		src := benchSource(n)
+		name := filepath.Join(b.TempDir(), "bench.hcl")
+		b.Run(fmt.Sprintf("mailboxes=%d", n), func(b *testing.B) {
+			b.SetBytes(int64(len(src)))
+			b.ReportAllocs()
+			for b.Loop() {
+				cfg, diags := Parse(name, src)
+				if cfg == nil || diags.HasErrors() {
+					b.Fatal(diags)
+				}
+			}
+		})
+	}
+}
