@@ -130,6 +130,8 @@ func TestRules(t *testing.T) {
 			`t.hcl:8:34: error: The binding "127.0.0.001:110" does not start with an IP address; host names are not allowed because mailpost never resolves names (use 0.0.0.0 or [::] for all addresses).`,
 			`t.hcl:8:53: error: The address 127.0.0.1:995 is already bound on line 7.`}},
 
+		{"port 0 bindings never collide", false, "pop3 {\n  ssl_bindings = [\"127.0.0.1:0\", \"127.0.0.1:0\"]\n  unencrypted_or_tls_bindings = [\"127.0.0.1:0\"]\n}", nil},
+
 		// Connection settings.
 		{"bad connection settings", false, "pop3 {\n  external_connection_settings = [\"192.0.2.1:995:ssl\", \"mail.example.com:0:ssl\", \"mail.example.com:995:starttls\", \"a:b:c:d\", \"mail.example.com\"]\n}", []string{
 			`t.hcl:7:35: error: The connection setting "192.0.2.1:995:ssl" does not start with a fully qualified domain name such as mail.example.com.`,

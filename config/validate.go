@@ -203,7 +203,9 @@ func (p *parser) bindings(vals []string, rng hcl.Range, bound map[netip.AddrPort
 			diags = append(diags, errorf(er, "Invalid binding", "%s", err.Error()))
 			continue
 		}
-		if first, dup := bound[ap]; dup {
+		// Port 0 means "any free port": each such binding gets its own from
+		// the kernel, so repeating 127.0.0.1:0 is not a collision.
+		if first, dup := bound[ap]; dup && ap.Port() != 0 {
 			diags = append(diags, errorf(er, "Duplicate binding",
 				"the address %s is already bound on line %d", ap, first.Start.Line))
 			continue
