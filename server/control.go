@@ -1,0 +1,220 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"time"
+
+	"mailpost/storage"
+)
+
+// The control socket lets the command line talk to the running server: while
+// `serve` holds the database, `deliver`, `status` and `settings` go through
+// it. It is plain HTTP on a unix socket in data_dir, private to the service
+// user (the directory is 0700 and the socket 0600), so no further auth.
+
+type controlServer struct {
+	path string
+	srv  *http.Server
+	done chan struct{}
+}
+
+func startControl(s *Server, path string) (*controlServer, error) {
+	// We hold the database lock, so a socket file left here belongs to a
+	// process that is gone.
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/deliver", s.handleDeliver)
+	mux.HandleFunc("GET /v1/status", s.handleStatus)
+	mux.HandleFunc("GET /v1/settings", s.handleSettings)
+	c := &controlServer{path: path, done: make(chan struct{}),
+		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
+	go func() {
+		defer close(c.done)
+		if err := c.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("control socket failed", "err", err)
+		}
+	}()
+	return c, nil
+}
+
+func (c *controlServer) shutdown(ctx context.Context) error {
+	err := c.srv.Shutdown(ctx)
+	<-c.done
+	os.Remove(c.path)
+	return err
+}
+
+// DeliverResult is what a delivery through the control socket reports.
+type DeliverResult struct {
+	Mailbox string `json:"mailbox"`
+	UIDL    string `json:"uidl"`
+	Size    int64  `json:"size"`
+}
+
+func (s *Server) handleDeliver(w http.ResponseWriter, r *http.Request) {
+	to := r.URL.Query().Get("to")
+	info, mailbox, err := Deliver(s.cur.Load().cfg, s.store, to, r.Body)
+	if err != nil {
+		code := http.StatusInternalServerError
+		switch {
+		case errors.Is(err, ErrNoSuchRecipient):
+			code = http.StatusNotFound
+		case errors.Is(err, storage.ErrQuotaExceeded):
+			code = http.StatusInsufficientStorage
+		case errors.Is(err, storage.ErrTooLarge):
+			code = http.StatusRequestEntityTooLarge
+		}
+		s.log.Warn("delivery refused", "to", to, "err", err)
+		http.Error(w, err.Error(), code)
+		return
+	}
+	s.log.Info("delivered", "mailbox", mailbox, "uidl", info.UIDL, "size", info.Size, "via", "control")
+	writeJSON(w, DeliverResult{Mailbox: mailbox, UIDL: info.UIDL, Size: info.Size})
+}
+
+// Status is the running server's own account of itself.
+type Status struct {
+	Hostname       string         `json:"hostname"`
+	Started        time.Time      `json:"started"`
+	ConfigRevision uint64         `json:"config_revision"`
+	ConfigSHA256   string         `json:"config_sha256"`
+	Listeners      []ListenerInfo `json:"listeners"`
+	POP3Sessions   int            `json:"pop3_sessions"`
+}
+
+// Status reports the running state.
+func (s *Server) Status() Status {
+	rt := s.cur.Load()
+	return Status{
+		Hostname:       rt.cfg.Hostname,
+		Started:        s.started,
+		ConfigRevision: rt.rev.Seq,
+		ConfigSHA256:   rt.rev.SHA256,
+		Listeners:      s.Listeners(),
+		POP3Sessions:   s.pop3.Stats().Sessions,
+	}
+}
+
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, s.Status())
+}
+
+func (s *Server) handleSettings(w http.ResponseWriter, r *http.Request) {
+	rt := s.cur.Load()
+	var buf bytes.Buffer
+	WriteSettings(&buf, rt.cfg, rt.pool, s.store)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write(buf.Bytes())
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
+}
+
+// ErrNotRunning means no server answers on the control socket.
+var ErrNotRunning = errors.New("no running server answers on the control socket")
+
+// Client talks to a running server over its control socket.
+type Client struct {
+	path string
+	http *http.Client
+}
+
+// NewClient returns a client for the server whose data_dir is dataDir.
+func NewClient(dataDir string) *Client {
+	path := ControlSocketPath(dataDir)
+	return &Client{path: path, http: &http.Client{
+		Timeout: 5 * time.Minute,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}},
+	}}
+}
+
+func (c *Client) do(req *http.Request) ([]byte, error) {
+	resp, err := c.http.Do(req)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) || errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%w (%s): %v", ErrNotRunning, c.path, err)
+		}
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("server refused: %s", bytes.TrimSpace(body))
+	}
+	return body, nil
+}
+
+// Running reports whether a server answers on the socket. Callers that
+// stream a body check first, because a failed request consumes the body.
+func (c *Client) Running() bool {
+	conn, err := net.DialTimeout("unix", c.path, 2*time.Second)
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
+}
+
+// Deliver hands one message to the running server. If none runs, it
+// returns ErrNotRunning without reading msg.
+func (c *Client) Deliver(to string, msg io.Reader) (DeliverResult, error) {
+	var res DeliverResult
+	if !c.Running() {
+		return res, fmt.Errorf("%w (%s)", ErrNotRunning, c.path)
+	}
+	req, err := http.NewRequest("POST", "http://mailpost/v1/deliver?to="+url.QueryEscape(to), msg)
+	if err != nil {
+		return res, err
+	}
+	body, err := c.do(req)
+	if err != nil {
+		return res, err
+	}
+	return res, json.Unmarshal(body, &res)
+}
+
+// Status asks the running server for its status.
+func (c *Client) Status() (Status, error) {
+	var st Status
+	req, _ := http.NewRequest("GET", "http://mailpost/v1/status", nil)
+	body, err := c.do(req)
+	if err != nil {
+		return st, err
+	}
+	return st, json.Unmarshal(body, &st)
+}
+
+// Settings asks the running server for its effective settings, rendered.
+func (c *Client) Settings() (string, error) {
+	req, _ := http.NewRequest("GET", "http://mailpost/v1/settings", nil)
+	body, err := c.do(req)
+	return string(body), err
+}

@@ -1,0 +1,121 @@
+package server
+
+import (
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"mailpost/certs"
+	"mailpost/config"
+	"mailpost/storage"
+)
+
+// WriteSettings prints the effective settings the way Exchange's
+// `Get-PopSettings | Format-List` does: one "Name : value" line per setting,
+// defaults filled in, then the certificate chosen and per-mailbox access.
+// store may be nil (usage is then left out).
+func WriteSettings(w io.Writer, cfg *config.Config, pool *certs.Pool, store *storage.Store) {
+	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
+	kv := func(k string, v any) { fmt.Fprintf(tw, "%s\t: %v\n", k, v) }
+	kv("Hostname", cfg.Hostname)
+	kv("DataDir", cfg.DataDir)
+	kv("Database", DatabasePath(cfg.DataDir))
+	kv("Domains", list(cfg.Domains))
+	if p := cfg.POP3; p == nil {
+		kv("POP3", "off (no pop3 block)")
+	} else {
+		kv("X509CertificateName", p.X509CertificateName)
+		kv("SSLBindings", addrList(p.SSLBindings))
+		kv("UnencryptedOrTLSBindings", addrList(p.UnencryptedOrTLSBindings))
+		kv("ExternalConnectionSettings", settingList(p.ExternalConnectionSettings))
+		kv("InternalConnectionSettings", settingList(p.InternalConnectionSettings))
+		kv("LoginType", p.LoginType)
+		kv("PreAuthenticatedConnectionTimeout", p.PreAuthenticatedTimeout)
+		kv("AuthenticatedConnectionTimeout", p.AuthenticatedTimeout)
+		kv("MaxConnections", p.MaxConnections)
+		kv("MaxConnectionsPerIP", p.MaxConnectionsPerIP)
+		kv("MaxCommandSize", p.MaxCommandSize)
+		kv("Banner", p.Banner)
+		if pool != nil {
+			if c := pool.ForName(p.X509CertificateName); c != nil && c.Leaf != nil {
+				kv("Certificate", fmt.Sprintf("%s, issuer %q, expires %s (in %d days)",
+					list(c.Leaf.DNSNames), c.Leaf.Issuer.CommonName, c.Leaf.NotAfter.UTC().Format(time.RFC3339),
+					int(time.Until(c.Leaf.NotAfter).Hours()/24)))
+			} else {
+				kv("Certificate", "none covers "+p.X509CertificateName)
+			}
+		}
+	}
+	tw.Flush()
+
+	if pool != nil {
+		fmt.Fprintln(w, "\nCertificates:")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  NAME\tSOURCE\tNAMES\tISSUER\tNOT AFTER\tSHA-256")
+		for _, ci := range pool.Infos() {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", ci.Name, ci.Source, strings.Join(ci.Names, ","),
+				ci.Issuer, ci.NotAfter.UTC().Format(time.RFC3339), ci.SHA256)
+		}
+		tw.Flush()
+	}
+
+	fmt.Fprintln(w, "\nMailboxes:")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  ADDRESS\tPOP3\tSUBMISSION\tALIASES\tQUOTA\tMESSAGES\tSIZE")
+	for _, mb := range cfg.Mailboxes {
+		quota := "unlimited"
+		if mb.Quota > 0 {
+			quota = humanBytes(mb.Quota)
+		}
+		count, size := "-", "-"
+		if store != nil {
+			if n, b, err := store.Usage(mb.Address); err == nil {
+				count, size = fmt.Sprint(n), humanBytes(b)
+			}
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", mb.Address, onOff(mb.POP3), onOff(mb.Submission),
+			list(mb.Aliases), quota, count, size)
+	}
+	tw.Flush()
+}
+
+func list(s []string) string { return "{" + strings.Join(s, ", ") + "}" }
+
+func addrList(a []netip.AddrPort) string {
+	s := make([]string, len(a))
+	for i, x := range a {
+		s[i] = x.String()
+	}
+	return list(s)
+}
+
+func settingList(cs []config.ConnSetting) string {
+	s := make([]string, len(cs))
+	for i, c := range cs {
+		s[i] = c.String()
+	}
+	return list(s)
+}
+
+func onOff(b bool) string {
+	if b {
+		return "enabled"
+	}
+	return "disabled"
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
+}
