@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -160,6 +161,17 @@ func cmdServe(path, level string, stderr io.Writer) error {
 		return err
 	}
 	defer st.Close()
+	if path := os.Getenv("MAILPOST_CPUPROFILE"); path != "" {
+		// A profiling knob for benchmarks: CPU profile of the whole run.
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	var opt server.Options
 	// A benchmarking knob, not a setting: measure logins that pay the full
 	// password hash every time.

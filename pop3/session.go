@@ -54,6 +54,7 @@ type session struct {
 
 	mu   sync.Mutex // orders read-deadline changes against Server.Shutdown's prod
 	raw  net.Conn   // the accepted connection: deadlines are set here
+	cork *corkConn  // raw, gathering writes while a big reply is sent
 	conn net.Conn   // raw, or the *tls.Conn over it
 	br   *bufio.Reader
 	bw   *bufio.Writer  // small, for status lines; big replies borrow a pooled writer
@@ -87,7 +88,8 @@ func newSession(srv *Server, c net.Conn, cfg *Settings, implicitTLS bool, name s
 	}
 	s.log = srv.log.With("cid", strconv.FormatUint(id, 36), "remote", c.RemoteAddr().String(), "listener", name)
 	s.ctx, s.cancel = context.WithCancel(srv.baseCtx)
-	s.out = deadlineWriter{w: c, c: c, d: cfg.AuthTimeout}
+	s.cork = &corkConn{Conn: c}
+	s.out = deadlineWriter{w: s.cork, c: c, d: cfg.AuthTimeout}
 	s.br = bufio.NewReaderSize(c, cfg.MaxCommandSize)
 	s.bw = bufio.NewWriterSize(&s.out, smallWriteBuf)
 	return s
@@ -408,7 +410,7 @@ func (s *session) startTLS() error {
 		s.log.Warn("pop3 discarding plaintext pipelined after STLS", "octets", n)
 		s.br.Discard(n)
 	}
-	tc := tls.Server(s.raw, s.cfg.TLSConfig)
+	tc := tls.Server(s.cork, s.cfg.TLSConfig)
 	if err := tc.HandshakeContext(s.ctx); err != nil {
 		return fmt.Errorf("pop3: TLS handshake: %w", err)
 	}
@@ -433,6 +435,8 @@ func (s *session) multiline(status string, big bool, body func(d *dotWriter) err
 		}
 		bw = getBigWriter(&s.out)
 		defer putBigWriter(bw)
+		s.cork.cork()
+		defer s.cork.uncork() // only reached on error paths with data pending
 	}
 	if s.log.Enabled(s.ctx, slog.LevelDebug) {
 		s.log.Debug("S: " + status + " [multi-line]")
@@ -448,6 +452,9 @@ func (s *session) multiline(status string, big bool, body func(d *dotWriter) err
 	}
 	if big {
 		if err := bw.Flush(); err != nil {
+			return &abortError{err}
+		}
+		if err := s.cork.uncork(); err != nil {
 			return &abortError{err}
 		}
 	}
