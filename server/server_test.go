@@ -263,3 +263,149 @@ func TestShutdownClosesEverything(t *testing.T) {
 		t.Errorf("control socket left behind: %v", err)
 	}
 }
+
+// popClient is a minimal POP3 client over implicit TLS for these tests.
+type popClient struct {
+	t *testing.T
+	c net.Conn
+	r *bufio.Reader
+}
+
+func dialPOP(t *testing.T, addr string) *popClient {
+	t.Helper()
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	p := &popClient{t: t, c: c, r: bufio.NewReader(c)}
+	t.Cleanup(func() { c.Close() })
+	p.line()
+	return p
+}
+
+func (p *popClient) line() string {
+	p.t.Helper()
+	l, err := p.r.ReadString('\n')
+	if err != nil {
+		p.t.Fatalf("reading reply: %v", err)
+	}
+	return strings.TrimRight(l, "\r\n")
+}
+
+func (p *popClient) cmd(format string, args ...any) string {
+	p.t.Helper()
+	fmt.Fprintf(p.c, format+"\r\n", args...)
+	return p.line()
+}
+
+func (p *popClient) login(user, pass string) string {
+	p.t.Helper()
+	if r := p.cmd("USER %s", user); !strings.HasPrefix(r, "+OK") {
+		return r
+	}
+	return p.cmd("PASS %s", pass)
+}
+
+func popsAddr(t *testing.T, s *testServer) string {
+	t.Helper()
+	for _, l := range s.Listeners() {
+		if l.Proto == "pop3s" {
+			return l.Addr
+		}
+	}
+	t.Fatal("no pop3s listener")
+	return ""
+}
+
+const pop3sOnly = `pop3 {
+  ssl_bindings = ["127.0.0.1:0"]
+  unencrypted_or_tls_bindings = []
+  external_connection_settings = ["mail.example.com:995:ssl"]
+}`
+
+// The backend's policy, seen through a real POP3 session over TLS.
+func TestLoginPolicy(t *testing.T) {
+	dir := t.TempDir()
+	s, err := startServer(t, testConfig(t, dir, pop3sOnly))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := popsAddr(t, s)
+	cases := []struct{ user, pass, want string }{
+		{"alice@example.com", "wrong", "-ERR [AUTH]"},
+		{"nobody@example.com", "demo-password", "-ERR [AUTH]"},
+		{"a.smith@example.com", "demo-password", "-ERR [AUTH]"}, // aliases are not login names
+		{"off@example.com", "wrong", "-ERR [AUTH]"},              // disabled, but the password decides first
+		{"off@example.com", "demo-password", "-ERR [SYS/PERM]"},
+		{"ALICE@Example.COM", "demo-password", "+OK"},
+	}
+	for _, c := range cases {
+		p := dialPOP(t, addr)
+		if got := p.login(c.user, c.pass); !strings.HasPrefix(got, c.want) {
+			t.Errorf("login %s/%s = %q, want %s", c.user, c.pass, got, c.want)
+		}
+		p.cmd("QUIT")
+	}
+	// RFC 1939 exclusive access: a second session on the same maildrop.
+	first := dialPOP(t, addr)
+	if r := first.login("alice@example.com", "demo-password"); !strings.HasPrefix(r, "+OK") {
+		t.Fatal(r)
+	}
+	second := dialPOP(t, addr)
+	if r := second.login("alice@example.com", "demo-password"); !strings.HasPrefix(r, "-ERR [IN-USE]") {
+		t.Errorf("second session = %q, want -ERR [IN-USE]", r)
+	}
+	first.cmd("QUIT")
+	third := dialPOP(t, addr)
+	if r := third.login("alice@example.com", "demo-password"); !strings.HasPrefix(r, "+OK") {
+		t.Errorf("after the first QUIT = %q, want +OK", r)
+	}
+}
+
+// Removing a mailbox from the config never deletes its mail; declaring it
+// again brings the mail back.
+func TestRemovedMailboxKeepsMail(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir, pop3sOnly)
+	if err := EnsureDataDir(cfg.DataDir); err != nil {
+		t.Fatal(err)
+	}
+	st, err := storage.Open(DatabasePath(cfg.DataDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Deliver(cfg, st, "alice@example.com", strings.NewReader("Subject: keep me\r\n\r\nbody\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+
+	without, diags := config.Parse(filepath.Join(dir, "mailpost.hcl"), []byte(strings.Replace(string(cfg.Source),
+		`mailbox "alice@example.com"`, `mailbox "carol@example.com"`, 1)))
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	s, err := startServer(t, without)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := dialPOP(t, popsAddr(t, s)).login("alice@example.com", "demo-password"); !strings.HasPrefix(r, "-ERR [AUTH]") {
+		t.Errorf("login to a removed mailbox = %q", r)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.Shutdown(ctx)
+	s.store.Close()
+
+	s, err = startServer(t, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := dialPOP(t, popsAddr(t, s))
+	if r := p.login("alice@example.com", "demo-password"); !strings.HasPrefix(r, "+OK") {
+		t.Fatal(r)
+	}
+	if r := p.cmd("STAT"); !strings.HasPrefix(r, "+OK 1 ") {
+		t.Errorf("STAT after the mailbox came back = %q, want one message", r)
+	}
+}
