@@ -336,7 +336,7 @@ func TestLoginPolicy(t *testing.T) {
 		{"alice@example.com", "wrong", "-ERR [AUTH]"},
 		{"nobody@example.com", "demo-password", "-ERR [AUTH]"},
 		{"a.smith@example.com", "demo-password", "-ERR [AUTH]"}, // aliases are not login names
-		{"off@example.com", "wrong", "-ERR [AUTH]"},              // disabled, but the password decides first
+		{"off@example.com", "wrong", "-ERR [AUTH]"},             // disabled, but the password decides first
 		{"off@example.com", "demo-password", "-ERR [SYS/PERM]"},
 		{"ALICE@Example.COM", "demo-password", "+OK"},
 	}
