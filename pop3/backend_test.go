@@ -38,6 +38,10 @@ type fakeUser struct {
 	panics    bool
 	openErr   map[int]error
 	commitErr error
+	// revokeAfter > 0: Revalidate succeeds that many times, then reports
+	// the access as withdrawn (a config reload in the real backend).
+	revokeAfter int
+	revalidated int
 }
 
 // aliceMessages is the fixture maildrop; dialogs refer to it by number.
@@ -66,6 +70,7 @@ func newFakeBackend() *fakeBackend {
 		"disabled": {pass: "x", loginErr: ErrAccessDisabled},
 		"broken":   {pass: "x", loginErr: errors.New("database unavailable")},
 		"panic":    {pass: "x", panics: true},
+		"revoked":  {pass: "x", msgs: aliceMessages[:2], revokeAfter: 2},
 	}}
 }
 
@@ -141,6 +146,21 @@ func (d *fakeDrop) Commit(deleted []int) error {
 		return d.u.commitErr
 	}
 	d.commits = append(d.commits, slices.Clone(deleted))
+	return nil
+}
+
+var _ Revalidator = (*fakeDrop)(nil)
+
+func (d *fakeDrop) Revalidate() error {
+	d.b.mu.Lock()
+	defer d.b.mu.Unlock()
+	if d.u.revokeAfter == 0 {
+		return nil
+	}
+	d.u.revalidated++
+	if d.u.revalidated > d.u.revokeAfter {
+		return errors.New("POP3 access for this mailbox was withdrawn")
+	}
 	return nil
 }
 

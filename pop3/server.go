@@ -88,6 +88,15 @@ type Maildrop interface {
 	Close() error                      // release the lock; always called exactly once
 }
 
+// Revalidator is an optional Maildrop interface for access that can be
+// withdrawn while a session is open (a config reload that disables POP3 for
+// the mailbox, removes it or changes its password). Revalidate runs before
+// each command in TRANSACTION state; an error ends the session with
+// -ERR [SYS/PERM] and its text, committing no deletions.
+type Revalidator interface {
+	Revalidate() error
+}
+
 // ErrServerClosed is returned by Serve after Shutdown or Close.
 var ErrServerClosed = errors.New("pop3: server closed")
 

@@ -182,6 +182,13 @@ func (s *session) serve() {
 			s.readFailed(err)
 			return
 		}
+		if rv, ok := s.drop.(Revalidator); ok && s.state == stateTrans {
+			if err := rv.Revalidate(); err != nil {
+				s.log.Info("pop3 access withdrawn", "reason", err.Error())
+				s.final("-ERR [" + CodeSysPerm + "] " + sanitize(err.Error()))
+				return
+			}
+		}
 		if !s.handle(line) {
 			s.bw.Flush()
 			return
