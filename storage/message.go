@@ -5,9 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -135,8 +133,9 @@ func createMailbox(tx *bolt.Tx, name string) (mailbox, error) {
 // Deliver normalizes the message read from r to CRLF and stores it in
 // mailbox. The message is spooled first (in memory up to one chunk, else an
 // unlinked temp file beside the database), then written with all its chunks
-// in one fsynced Update, so it appears atomically and durably or not at all.
-// On ErrTooLarge r is not drained.
+// in one fsynced transaction shared with concurrent writers (see Submit), so
+// it appears atomically and durably or not at all. On ErrTooLarge r is not
+// drained.
 func (s *Store) Deliver(mailbox string, r io.Reader, opt DeliverOptions) (MessageInfo, error) {
 	infos, err := s.DeliverMany([]string{mailbox}, r, func(string) DeliverOptions { return opt })
 	if err != nil {
@@ -145,99 +144,19 @@ func (s *Store) Deliver(mailbox string, r io.Reader, opt DeliverOptions) (Messag
 	return infos[0], nil
 }
 
-// DeliverMany stores the same message into every mailbox in one Update: all
-// or none (SMTP may answer 250 only once every local recipient has it). The
-// result is aligned with mailboxes; a mailbox listed twice gets one copy and
-// both positions report it. opt may be nil.
+// DeliverMany stores the same message into every mailbox in one
+// transaction: all or none (SMTP may answer 250 only once every local
+// recipient has it). The result is aligned with mailboxes; a mailbox listed
+// twice gets one copy and both positions report it. opt may be nil.
 func (s *Store) DeliverMany(mailboxes []string, r io.Reader, opt func(mailbox string) DeliverOptions) ([]MessageInfo, error) {
 	if len(mailboxes) == 0 {
 		return nil, fmt.Errorf("storage: deliver: no mailboxes")
 	}
-	var (
-		names []string
-		opts  []DeliverOptions
-		pos   = make(map[string]int, len(mailboxes))
-		// The spool stops at the largest MaxSize, or never if any
-		// recipient is unlimited; per-mailbox limits are checked after.
-		limit     int64
-		unlimited bool
-	)
-	for _, name := range mailboxes {
-		if name == "" {
-			return nil, fmt.Errorf("storage: deliver %q: %w", name, ErrInvalidName)
-		}
-		if _, dup := pos[name]; dup {
-			continue
-		}
-		pos[name] = len(names)
-		var o DeliverOptions
-		if opt != nil {
-			o = opt(name)
-		}
-		if o.UIDL != "" && (!validUIDL(o.UIDL) || strings.HasPrefix(o.UIDL, s.uidlPrefix)) {
-			// Our own prefix is reserved so an explicit UIDL can never
-			// collide with one generated later.
-			return nil, fmt.Errorf("storage: deliver %s: %q: %w", name, o.UIDL, ErrInvalidUIDL)
-		}
-		if o.MaxSize <= 0 {
-			unlimited = true
-		}
-		limit = max(limit, o.MaxSize)
-		names = append(names, name)
-		opts = append(opts, o)
-	}
-	if unlimited {
-		limit = 0
-	}
-	sp := &spool{dir: filepath.Dir(s.path), limit: limit}
-	defer sp.Close()
-	norm := &crlfWriter{dst: sp}
-	if _, err := io.CopyBuffer(norm, r, make([]byte, 32<<10)); err != nil {
-		return nil, fmt.Errorf("storage: deliver %s: %w", strings.Join(names, ","), err)
-	}
-	if err := norm.finish(); err != nil {
-		return nil, fmt.Errorf("storage: deliver %s: %w", strings.Join(names, ","), err)
-	}
-	for i, o := range opts {
-		if o.MaxSize > 0 && sp.size > o.MaxSize {
-			return nil, fmt.Errorf("storage: deliver %s: %d octets > %d: %w", names[i], sp.size, o.MaxSize, ErrTooLarge)
-		}
-	}
-
-	now := time.Now()
-	infos := make([]MessageInfo, len(names))
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		mbs := make([]mailbox, len(names))
-		for i, name := range names {
-			m, info, err := s.addIndex(tx, name, sp.size, opts[i], now)
-			if err != nil {
-				return fmt.Errorf("storage: deliver %s: %w", name, err)
-			}
-			mbs[i], infos[i] = m, info
-		}
-		// Chunk-major order: each chunk is read from the spool once and
-		// shared by every recipient's Put.
-		for c := 0; c < sp.chunks(); c++ {
-			data, err := sp.chunk(c)
-			if err != nil {
-				return fmt.Errorf("storage: deliver %s: %w", strings.Join(names, ","), err)
-			}
-			for i, m := range mbs {
-				if err := m.body.Put(chunkKey(infos[i].ID, uint32(c)), data); err != nil {
-					return fmt.Errorf("storage: deliver %s: %w", names[i], err)
-				}
-			}
-		}
-		return nil
-	})
+	res, err := s.store("deliver", r, mailboxes, opt, nil)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]MessageInfo, len(mailboxes))
-	for i, name := range mailboxes {
-		out[i] = infos[pos[name]]
-	}
-	return out, nil
+	return res.Local, nil
 }
 
 // addIndex checks the quota, allocates the id and writes the index record,

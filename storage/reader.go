@@ -31,30 +31,38 @@ func (s *Store) OpenMessage(mailbox string, id uint64) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: open message %s/%d: %w", mailbox, id, err)
 	}
-	return &messageReader{s: s, mailbox: mailbox, id: id, left: info.Size}, nil
+	body := func(tx *bolt.Tx) *bolt.Bucket {
+		if m, ok := openMailbox(tx, mailbox); ok {
+			return m.body
+		}
+		return nil
+	}
+	return &messageReader{s: s, body: body, what: fmt.Sprintf("message %s/%d", mailbox, id), id: id, left: info.Size}, nil
 }
 
 var _ io.WriterTo = (*messageReader)(nil)
 
+// messageReader streams a chunked body, from a mailbox or the queue.
 type messageReader struct {
-	s       *Store
-	mailbox string
-	id      uint64
-	next    uint32 // next chunk number to fetch
-	left    int64  // octets not yet fetched from the database
-	buf     []byte // fetched, not yet returned
-	store   []byte // backing array reused for every chunk
-	err     error  // sticky
+	s     *Store
+	body  func(*bolt.Tx) *bolt.Bucket // the chunks' bucket, nil if gone
+	what  string                      // names the message in errors
+	id    uint64
+	next  uint32 // next chunk number to fetch
+	left  int64  // octets not yet fetched from the database
+	buf   []byte // fetched, not yet returned
+	store []byte // backing array reused for every chunk
+	err   error  // sticky
 }
 
 // fill fetches the next chunk into r.buf.
 func (r *messageReader) fill() error {
 	err := r.s.db.View(func(tx *bolt.Tx) error {
-		m, ok := openMailbox(tx, r.mailbox)
-		if !ok {
+		body := r.body(tx)
+		if body == nil {
 			return ErrNotFound
 		}
-		v := m.body.Get(chunkKey(r.id, r.next))
+		v := body.Get(chunkKey(r.id, r.next))
 		if v == nil {
 			// Deleted while being read (ids are never reused, so
 			// this cannot mix two messages).
@@ -67,7 +75,7 @@ func (r *messageReader) fill() error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("storage: read message %s/%d: %w", r.mailbox, r.id, err)
+		return fmt.Errorf("storage: read %s: %w", r.what, err)
 	}
 	r.buf = r.store
 	r.left -= int64(len(r.buf))

@@ -1,5 +1,6 @@
 // Package storage keeps all of mailpost's durable state in one bbolt file:
-// maildrops (message index, chunked bodies, running usage totals), a small
+// maildrops (message index, chunked bodies, running usage totals), the
+// outbound queue (envelope records and chunked bodies), a small
 // namespaced blob store and the config-revision log. It knows nothing about
 // POP3 or SMTP; callers pass already-normalized mailbox names and treat
 // message ids and UIDLs as opaque.
@@ -12,6 +13,9 @@
 //	    index/   id(8) -> record (size, arrival, UIDL); listing reads only this
 //	    body/    id(8)+chunk(4) -> up to chunkSize raw CRLF bytes
 //	    uidl/    UIDL -> id(8), so explicit UIDLs stay unique in a maildrop
+//	queue/       sequence = queue id counter; outbound mail, never listed as a mailbox
+//	  meta/      id(8) -> envelope, size, times, attempts, last error
+//	  body/      id(8)+chunk(4) -> up to chunkSize raw CRLF bytes
 //	blobs/<ns>/  key -> value
 //	revisions/   seq(8) -> time, sha256, source
 package storage
@@ -26,6 +30,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -58,6 +63,7 @@ const formatVersion = 1
 var (
 	bucketMeta      = []byte("meta")
 	bucketMailboxes = []byte("mailboxes")
+	bucketQueue     = []byte("queue")
 	bucketBlobs     = []byte("blobs")
 	bucketRevisions = []byte("revisions")
 
@@ -68,6 +74,8 @@ var (
 	bucketIndex = []byte("index")
 	bucketBody  = []byte("body")
 	bucketUIDL  = []byte("uidl")
+
+	bucketQueueMeta = []byte("meta")
 )
 
 // Store is the open database. It is safe for concurrent use.
@@ -80,6 +88,9 @@ type Store struct {
 
 	mu    sync.Mutex
 	locks map[string]struct{} // mailboxes held for exclusive access (RFC 1939 §3)
+
+	writers    atomic.Int32 // goroutines inside groupUpdate
+	commitMode commitMode
 }
 
 // Open opens (creating if needed) the database at path. The parent directory
@@ -125,9 +136,16 @@ func Open(path string) (*Store, error) {
 // initBuckets creates every top-level bucket and, for a new database, the
 // format marker and the random store id.
 func (s *Store) initBuckets(tx *bolt.Tx) error {
-	for _, name := range [][]byte{bucketMeta, bucketMailboxes, bucketBlobs, bucketRevisions} {
+	for _, name := range [][]byte{bucketMeta, bucketMailboxes, bucketQueue, bucketBlobs, bucketRevisions} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
+		}
+	}
+	// The queue arrived after format 1 was fixed; adding empty buckets
+	// to an older file is all the upgrade it needs.
+	for _, name := range [][]byte{bucketQueueMeta, bucketBody} {
+		if _, err := tx.Bucket(bucketQueue).CreateBucketIfNotExists(name); err != nil {
+			return fmt.Errorf("create bucket %s/%s: %w", bucketQueue, name, err)
 		}
 	}
 	meta := tx.Bucket(bucketMeta)
