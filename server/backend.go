@@ -17,7 +17,10 @@ import (
 // password, and which maildrop they get.
 type pop3Backend struct{ s *Server }
 
-var _ pop3.Backend = pop3Backend{}
+var (
+	_ pop3.Backend     = pop3Backend{}
+	_ pop3.Revalidator = (*maildrop)(nil)
+)
 
 func (b pop3Backend) Login(ctx context.Context, ci pop3.ConnInfo, username, password string) (pop3.Maildrop, error) {
 	s := b.s
@@ -63,8 +66,8 @@ func (b pop3Backend) Login(ctx context.Context, ci pop3.ConnInfo, username, pass
 		unlock()
 		return nil, err
 	}
-	md := &maildrop{store: s.store, mailbox: addr, list: list, unlock: unlock,
-		infos: make([]pop3.MessageInfo, len(list))}
+	md := &maildrop{srv: s, store: s.store, mailbox: addr, list: list, unlock: unlock,
+		loginHash: mb.PasswordHash, infos: make([]pop3.MessageInfo, len(list))}
 	for i, m := range list {
 		md.infos[i] = pop3.MessageInfo{Size: m.Size, UIDL: m.UIDL}
 	}
@@ -73,11 +76,13 @@ func (b pop3Backend) Login(ctx context.Context, ci pop3.ConnInfo, username, pass
 
 // maildrop is one locked POP3 snapshot of a mailbox.
 type maildrop struct {
-	store   *storage.Store
-	mailbox string
-	list    []storage.MessageInfo // taken at login; index = message number - 1
-	infos   []pop3.MessageInfo
-	unlock  func()
+	srv       *Server
+	loginHash string // the password hash the login was checked against
+	store     *storage.Store
+	mailbox   string
+	list      []storage.MessageInfo // taken at login; index = message number - 1
+	infos     []pop3.MessageInfo
+	unlock    func()
 }
 
 func (m *maildrop) Messages() []pop3.MessageInfo { return m.infos }

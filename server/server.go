@@ -52,22 +52,33 @@ type Server struct {
 	mu        sync.Mutex // guards listeners and control
 	listeners map[string]*listener
 	control   *controlServer
-	wg        sync.WaitGroup // accept loops
+	wg        sync.WaitGroup // accept loops and the sessions they start
+
+	cfgPath  string     // the file reloads read; "" when built from a parsed config only
+	reloadMu sync.Mutex // one reload at a time
+
+	statusMu   sync.Mutex // guards lastReload, reloads
+	lastReload *ReloadResult
+	reloads    ReloadCounts
 }
 
-// listener is one bound socket and the protocol serving it.
+// listener is one bound socket. Its protocol can change under it (a
+// binding moved from ssl_bindings to unencrypted_or_tls_bindings keeps its
+// socket), so the accept loop looks it up for every connection.
 type listener struct {
-	key      string // proto + " " + address; stable across reloads
-	proto    string // "pop3s" or "pop3"
-	addr     netip.AddrPort
-	ln       net.Listener
-	implicit bool
+	key   string // the address as configured (plus #n for repeated port 0)
+	addr  netip.AddrPort
+	ln    net.Listener
+	proto atomic.Pointer[string] // "pop3s" or "pop3"
 }
 
 // Options tune parts of the server that tests and benchmarks need to reach.
 type Options struct {
-	Verifier auth.VerifierOptions
-	Throttle auth.ThrottleOptions
+	// ConfigPath is the file ReloadFile reads (normally the one cfg came
+	// from).
+	ConfigPath string
+	Verifier   auth.VerifierOptions
+	Throttle   auth.ThrottleOptions
 }
 
 // New builds a server for cfg on an opened store. Nothing listens until Start.
@@ -79,6 +90,7 @@ func New(cfg *config.Config, store *storage.Store, log *slog.Logger, opt Options
 		throttle:  auth.NewThrottle(opt.Throttle),
 		started:   time.Now(),
 		listeners: map[string]*listener{},
+		cfgPath:   opt.ConfigPath,
 	}
 	rt, err := s.build(cfg)
 	if err != nil {
@@ -161,74 +173,119 @@ func (s *Server) Start() error {
 	return nil
 }
 
-// wantedListeners lists the sockets cfg asks for, by stable key.
-func wantedListeners(cfg *config.Config) map[string]*listener {
-	want := map[string]*listener{}
-	add := func(proto string, a netip.AddrPort, implicit bool) {
-		l := &listener{proto: proto, addr: a, implicit: implicit, key: proto + " " + a.String()}
+// wantedListeners maps each socket cfg asks for (by address) to its
+// protocol.
+func wantedListeners(cfg *config.Config) map[string]binding {
+	want := map[string]binding{}
+	add := func(proto string, a netip.AddrPort) {
+		key := a.String()
 		// Only port 0 (ephemeral) may repeat; each is its own socket.
-		for n := 2; want[l.key] != nil; n++ {
-			l.key = fmt.Sprintf("%s %s#%d", proto, a, n)
+		for n := 2; want[key].proto != ""; n++ {
+			key = fmt.Sprintf("%s#%d", a, n)
 		}
-		want[l.key] = l
+		want[key] = binding{proto: proto, addr: a}
 	}
 	if p := cfg.POP3; p != nil {
 		for _, a := range p.SSLBindings {
-			add("pop3s", a, true)
+			add("pop3s", a)
 		}
 		for _, a := range p.UnencryptedOrTLSBindings {
-			add("pop3", a, false)
+			add("pop3", a)
 		}
 	}
 	return want
 }
 
-// reconcile makes the open listeners match rt: new ones are opened first, and
-// only when all of them opened are the ones no longer wanted closed. Sockets
-// that stay wanted are never touched, so their clients notice nothing.
+type binding struct {
+	proto string
+	addr  netip.AddrPort
+}
+
+// reconcile makes the open sockets match rt. New ones are opened first, and
+// only when all of them opened are the ones no longer wanted closed; if any
+// cannot be opened, the running set is left exactly as it was. Sockets that
+// stay wanted are never touched, so their clients notice nothing; a socket
+// whose protocol changed keeps running and serves the new one from the next
+// connection on.
 func (s *Server) reconcile(rt *runtime) error {
 	want := wantedListeners(rt.cfg)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var opened []*listener
-	for key, l := range want {
+	for key, b := range want {
 		if _, ok := s.listeners[key]; ok {
 			continue
 		}
-		ln, err := listen(l.addr)
+		ln, err := listen(b.addr)
 		if err != nil {
 			for _, o := range opened {
 				o.ln.Close()
 			}
-			return fmt.Errorf("%s listener on %s: %w", l.proto, l.addr, err)
+			return fmt.Errorf("%s listener on %s: %w", b.proto, b.addr, err)
 		}
-		l.ln = ln
+		l := &listener{key: key, addr: b.addr, ln: ln}
+		l.proto.Store(&b.proto)
 		opened = append(opened, l)
 	}
 	for key, l := range s.listeners {
-		if _, ok := want[key]; !ok {
-			// Closing the socket ends its accept loop; sessions accepted on
-			// it carry on until they finish or time out.
+		b, ok := want[key]
+		if !ok {
+			// Closing the socket ends its accept loop; sessions accepted
+			// on it carry on until they finish or time out.
 			l.ln.Close()
 			delete(s.listeners, key)
-			s.log.Info("listener closed", "listener", key)
+			s.log.Info("listener closed", "addr", key, "proto", *l.proto.Load())
+			continue
+		}
+		if old := *l.proto.Load(); old != b.proto {
+			l.proto.Store(&b.proto)
+			s.log.Info("listener changed protocol", "addr", key, "from", old, "to", b.proto)
 		}
 	}
 	for _, l := range opened {
 		s.listeners[l.key] = l
 		s.wg.Add(1)
-		go s.serve(l)
-		s.log.Info("listening", "listener", l.key, "addr", l.ln.Addr().String())
+		go s.accept(l)
+		s.log.Info("listening", "addr", l.ln.Addr().String(), "proto", *l.proto.Load())
 	}
 	return nil
 }
 
-func (s *Server) serve(l *listener) {
+// accept runs one socket's accept loop and hands each connection to the
+// protocol the socket serves at that moment.
+func (s *Server) accept(l *listener) {
 	defer s.wg.Done()
-	name := l.proto + " " + l.ln.Addr().String()
-	err := s.pop3.Serve(l.ln, l.implicit, name)
-	if err != nil && !errors.Is(err, pop3.ErrServerClosed) {
-		s.log.Error("listener failed", "listener", name, "err", err)
+	var backoff time.Duration
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// EMFILE and friends: pause, growing, rather than spin.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed, retrying", "addr", l.key, "delay", backoff, "err", err)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		proto := *l.proto.Load()
+		name := proto + " " + l.ln.Addr().String()
+		// Sessions are counted in s.wg too, so Shutdown cannot return
+		// (and the store close) under a session that was just accepted.
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			switch proto {
+			case "pop3s":
+				s.pop3.ServeConn(c, true, name)
+			case "pop3":
+				s.pop3.ServeConn(c, false, name)
+			default:
+				s.log.Error("no server for protocol", "proto", proto)
+				c.Close()
+			}
+		}()
 	}
 }
 
@@ -256,7 +313,7 @@ func (s *Server) Listeners() []ListenerInfo {
 	defer s.mu.Unlock()
 	out := make([]ListenerInfo, 0, len(s.listeners))
 	for _, l := range s.listeners {
-		out = append(out, ListenerInfo{Key: l.key, Proto: l.proto, Addr: l.ln.Addr().String()})
+		out = append(out, ListenerInfo{Key: l.key, Proto: *l.proto.Load(), Addr: l.ln.Addr().String()})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
 	return out
@@ -283,8 +340,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if ctl != nil {
 		errs = append(errs, ctl.shutdown(ctx))
 	}
-	errs = append(errs, s.pop3.Shutdown(ctx))
 	s.closeListeners()
+	if err := s.pop3.Shutdown(ctx); err != nil {
+		// Out of time: cut what is left. Deletions are only ever applied
+		// by a completed QUIT, so nothing is half-done.
+		errs = append(errs, err)
+		s.pop3.Close()
+	}
 	s.wg.Wait()
 	return errors.Join(errs...)
 }

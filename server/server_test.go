@@ -72,7 +72,7 @@ func startServer(t *testing.T, cfg *config.Config) (*testServer, error) {
 	t.Cleanup(func() { st.Close() })
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	// Cheap throttle so failed-login tests stay quick.
-	s, err := New(cfg, st, log, Options{Throttle: auth.ThrottleOptions{Base: time.Millisecond, Max: 10 * time.Millisecond}})
+	s, err := New(cfg, st, log, Options{ConfigPath: cfg.Filename, Throttle: auth.ThrottleOptions{Base: time.Millisecond, Max: 10 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
