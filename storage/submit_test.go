@@ -218,7 +218,7 @@ func TestSubmitMatchesDeliver(t *testing.T) {
 	s := openTest(t)
 	inputs := []string{
 		"", "x", "\r", "a\nb\n", "a\rb\r", "a\r\nb\r\n", "a\r\nb\nc\rd\r\r\ne\n\r", ".\n..x\n. \n.",
-		strings.Repeat("long line without end ", 4000),                 // > one chunk, spooled
+		strings.Repeat("long line without end ", 4000),                  // > one chunk, spooled
 		strings.Repeat("y", chunkSize-1) + "\r" + "\n" + "tail\r",       // CR LF across the chunk edge
 		strings.Repeat("z\n", chunkSize/2) + strings.Repeat("w\r", 100), // grows past a chunk
 	}
