@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 
 	"mailpost/auth"
@@ -24,32 +25,13 @@ var (
 
 func (b pop3Backend) Login(ctx context.Context, ci pop3.ConnInfo, username, password string) (pop3.Maildrop, error) {
 	s := b.s
-	rt := s.cur.Load()
-	addr := strings.ToLower(strings.TrimSpace(username))
-	ip := ci.Remote.Addr()
-
-	mb := rt.mailboxes[addr]
-	var ok bool
-	if mb == nil || mb.PasswordHash == "" {
-		// Unknown users cost the same as a wrong password, so timing does
-		// not tell which addresses exist.
-		s.verifier.VerifyUnknown(ctx, password)
-	} else {
-		var err error
-		ok, err = s.verifier.Verify(ctx, mb.PasswordHash, password)
-		if err != nil {
-			return nil, fmt.Errorf("verifying password of %s: %w", addr, err)
-		}
-	}
-	if !ok {
-		// The delay grows with recent failures from this network and for
-		// this account; it is waited out here, bounded by the session.
-		if err := auth.Wait(ctx, s.throttle.Failure(ip, addr)); err != nil {
-			return nil, err
-		}
+	mb, err := s.checkPassword(ctx, ci.Remote.Addr(), username, password)
+	if errors.Is(err, errBadCredentials) {
 		return nil, pop3.ErrAuthFailed
+	} else if err != nil {
+		return nil, err
 	}
-	s.throttle.Success(ip, addr)
+	addr := mb.Address
 	// Access is checked only after the password, so that a disabled
 	// mailbox does not reveal itself to someone without the password.
 	if !mb.POP3 {
@@ -72,6 +54,39 @@ func (b pop3Backend) Login(ctx context.Context, ci pop3.ConnInfo, username, pass
 		md.infos[i] = pop3.MessageInfo{Size: m.Size, UIDL: m.UIDL}
 	}
 	return md, nil
+}
+
+// errBadCredentials: unknown user, no password set, or a wrong password.
+var errBadCredentials = errors.New("bad credentials")
+
+// checkPassword is the login policy shared by POP3 and submission: it finds
+// the mailbox by its address (aliases are not login names) and verifies the
+// password. Unknown users cost the same as a wrong password, so timing does
+// not tell which addresses exist; a failure waits out a delay that grows
+// with recent failures from the client's network and for the account.
+// Per-protocol access is the caller's to check, after this succeeded, so a
+// disabled mailbox does not reveal itself to someone without the password.
+func (s *Server) checkPassword(ctx context.Context, ip netip.Addr, username, password string) (*config.Mailbox, error) {
+	addr := strings.ToLower(strings.TrimSpace(username))
+	mb := s.cur.Load().mailboxes[addr]
+	var ok bool
+	if mb == nil || mb.PasswordHash == "" {
+		s.verifier.VerifyUnknown(ctx, password)
+	} else {
+		var err error
+		ok, err = s.verifier.Verify(ctx, mb.PasswordHash, password)
+		if err != nil {
+			return nil, fmt.Errorf("verifying password of %s: %w", addr, err)
+		}
+	}
+	if !ok {
+		if err := auth.Wait(ctx, s.throttle.Failure(ip, addr)); err != nil {
+			return nil, err
+		}
+		return nil, errBadCredentials
+	}
+	s.throttle.Success(ip, addr)
+	return mb, nil
 }
 
 // maildrop is one locked POP3 snapshot of a mailbox.

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"time"
 
 	"mailpost/storage"
@@ -45,6 +46,9 @@ func startControl(s *Server, path string) (*controlServer, error) {
 	mux.HandleFunc("POST /v1/deliver", s.handleDeliver)
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
 	mux.HandleFunc("GET /v1/settings", s.handleSettings)
+	mux.HandleFunc("POST /v1/reload", s.handleReload)
+	mux.HandleFunc("GET /v1/revisions", s.handleRevisions)
+	mux.HandleFunc("GET /v1/revisions/{seq}", s.handleRevision)
 	c := &controlServer{path: path, done: make(chan struct{}),
 		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
 	go func() {
@@ -95,8 +99,12 @@ func (s *Server) handleDeliver(w http.ResponseWriter, r *http.Request) {
 type Status struct {
 	Hostname       string         `json:"hostname"`
 	Started        time.Time      `json:"started"`
+	ConfigFile     string         `json:"config_file"`
 	ConfigRevision uint64         `json:"config_revision"`
 	ConfigSHA256   string         `json:"config_sha256"`
+	Degraded       string         `json:"degraded,omitempty"` // why the server runs on something other than its file
+	LastReload     *ReloadResult  `json:"last_reload,omitempty"`
+	Reloads        ReloadCounts   `json:"reloads"`
 	Listeners      []ListenerInfo `json:"listeners"`
 	POP3Sessions   int            `json:"pop3_sessions"`
 }
@@ -104,9 +112,17 @@ type Status struct {
 // Status reports the running state.
 func (s *Server) Status() Status {
 	rt := s.cur.Load()
+	last, counts := s.LastReload()
+	s.statusMu.Lock()
+	degraded := s.degraded
+	s.statusMu.Unlock()
 	return Status{
 		Hostname:       rt.cfg.Hostname,
 		Started:        s.started,
+		ConfigFile:     s.cfgPath,
+		Degraded:       degraded,
+		LastReload:     last,
+		Reloads:        counts,
 		ConfigRevision: rt.rev.Seq,
 		ConfigSHA256:   rt.rev.SHA256,
 		Listeners:      s.Listeners(),
@@ -124,6 +140,36 @@ func (s *Server) handleSettings(w http.ResponseWriter, r *http.Request) {
 	WriteSettings(&buf, rt.cfg, rt.pool, s.store)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Write(buf.Bytes())
+}
+
+func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, s.ReloadFile("command"))
+}
+
+func (s *Server) handleRevisions(w http.ResponseWriter, r *http.Request) {
+	revs, err := s.store.Revisions()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	writeJSON(w, revs)
+}
+
+func (s *Server) handleRevision(w http.ResponseWriter, r *http.Request) {
+	seq, err := strconv.ParseUint(r.PathValue("seq"), 10, 64)
+	if err != nil {
+		http.Error(w, "revision must be a number", http.StatusBadRequest)
+		return
+	}
+	rev, err := s.store.Revision(seq)
+	if errors.Is(err, storage.ErrNotFound) {
+		http.Error(w, fmt.Sprintf("no revision %d", seq), http.StatusNotFound)
+		return
+	} else if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	writeJSON(w, rev)
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
@@ -210,6 +256,39 @@ func (c *Client) Status() (Status, error) {
 		return st, err
 	}
 	return st, json.Unmarshal(body, &st)
+}
+
+// Reload asks the running server to re-read its config file.
+func (c *Client) Reload() (ReloadResult, error) {
+	var res ReloadResult
+	req, _ := http.NewRequest("POST", "http://mailpost/v1/reload", nil)
+	body, err := c.do(req)
+	if err != nil {
+		return res, err
+	}
+	return res, json.Unmarshal(body, &res)
+}
+
+// Revisions lists the config revisions the running server has recorded.
+func (c *Client) Revisions() ([]storage.Revision, error) {
+	var revs []storage.Revision
+	req, _ := http.NewRequest("GET", "http://mailpost/v1/revisions", nil)
+	body, err := c.do(req)
+	if err != nil {
+		return nil, err
+	}
+	return revs, json.Unmarshal(body, &revs)
+}
+
+// Revision fetches one recorded config revision with its source.
+func (c *Client) Revision(seq uint64) (storage.Revision, error) {
+	var rev storage.Revision
+	req, _ := http.NewRequest("GET", fmt.Sprintf("http://mailpost/v1/revisions/%d", seq), nil)
+	body, err := c.do(req)
+	if err != nil {
+		return rev, err
+	}
+	return rev, json.Unmarshal(body, &rev)
 }
 
 // Settings asks the running server for its effective settings, rendered.

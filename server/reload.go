@@ -85,9 +85,11 @@ func (s *Server) recordReload(res ReloadResult) {
 		s.log.Error("reload refused", "trigger", res.Trigger, "err", res.Error, "duration", res.Duration)
 	case !res.Changed:
 		s.reloads.NoOp++
+		s.degraded = ""
 		s.log.Debug("reload: nothing changed", "trigger", res.Trigger)
 	default:
 		s.reloads.OK++
+		s.degraded = ""
 		s.log.Info("reloaded", "trigger", res.Trigger, "revision", res.Revision, "duration", res.Duration)
 	}
 }

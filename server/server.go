@@ -57,9 +57,18 @@ type Server struct {
 	cfgPath  string     // the file reloads read; "" when built from a parsed config only
 	reloadMu sync.Mutex // one reload at a time
 
-	statusMu   sync.Mutex // guards lastReload, reloads
+	statusMu   sync.Mutex // guards lastReload, reloads, degraded
 	lastReload *ReloadResult
 	reloads    ReloadCounts
+	degraded   string
+}
+
+// SetDegraded records why the server is not running on its config file
+// (it started from a stored revision); a successful reload clears it.
+func (s *Server) SetDegraded(why string) {
+	s.statusMu.Lock()
+	s.degraded = why
+	s.statusMu.Unlock()
 }
 
 // listener is one bound socket. Its protocol can change under it (a
