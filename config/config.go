@@ -102,6 +102,37 @@ type POP3 struct {
 	Banner                     string
 }
 
+// Submission is the effective SMTP submission service (RFC 6409), defaults
+// applied. AUTH is accepted only over TLS: implicit on SSLBindings
+// (RFC 8314 §3.3), after STARTTLS on UnencryptedOrTLSBindings (RFC 3207).
+type Submission struct {
+	X509CertificateName        string
+	SSLBindings                []netip.AddrPort
+	UnencryptedOrTLSBindings   []netip.AddrPort
+	ExternalConnectionSettings []ConnSetting
+	InternalConnectionSettings []ConnSetting
+	MaxMessageSize             int64 // bytes, the SIZE extension's limit (RFC 1870)
+	MaxRecipients              int
+	Timeout                    time.Duration // read/write inactivity
+	MaxConnections             int
+	MaxConnectionsPerIP        int
+}
+
+// Inbound is the effective configuration for receiving mail from other
+// servers for the local domains (the MX role, port 25), defaults applied.
+// STARTTLS is opportunistic: it is offered when a certificate in the pool
+// covers X509CertificateName, and mail is still accepted without it.
+type Inbound struct {
+	Bindings            []netip.AddrPort
+	X509CertificateName string
+	MaxMessageSize      int64
+	MaxRecipients       int
+	Timeout             time.Duration
+	MaxConnections      int
+	MaxConnectionsPerIP int
+	RateLimitPerIP      int // messages per minute per client IP, 0 = unlimited
+}
+
 // Mailbox is one local account.
 type Mailbox struct {
 	Address      string // lower case
@@ -110,6 +141,9 @@ type Mailbox struct {
 	Submission   bool
 	Aliases      []string // lower case
 	Quota        int64    // bytes, 0 = unlimited
+	// SendAs lists the envelope and From addresses the account may submit
+	// mail as (lower case); by default its address and aliases.
+	SendAs []string
 }
 
 // Config is a validated configuration. Treat it as immutable: the server
@@ -121,7 +155,9 @@ type Config struct {
 	DataDir      string   // absolute
 	Domains      []string // lower case
 	Certificates []*Certificate
-	POP3         *POP3 // nil = off
+	POP3         *POP3       // nil = off
+	Submission   *Submission // nil = off
+	Inbound      *Inbound    // nil = off
 	Mailboxes    []*Mailbox
 
 	byAddr map[string]*Mailbox // address and aliases → mailbox; built by Parse
@@ -148,6 +184,27 @@ func (c *Config) Mailbox(addr string) *Mailbox {
 		}
 	}
 	return nil
+}
+
+// CanSendAs reports whether the mailbox whose (primary) address is mailbox
+// may submit mail as addr, both compared case-insensitively. An alias is not
+// a login name, so it does not name a mailbox here. The empty reverse-path
+// (bounces, RFC 5321 §4.5.5) is never in SendAs, so it is refused.
+func (c *Config) CanSendAs(mailbox, addr string) bool {
+	m := c.Mailbox(mailbox)
+	if m == nil || m.Address != lowerAddr(mailbox) {
+		return false
+	}
+	addr = lowerAddr(addr)
+	if addr == "" {
+		return false
+	}
+	for _, a := range m.SendAs {
+		if a == addr {
+			return true
+		}
+	}
+	return false
 }
 
 // lowerAddr lower-cases an address the way Parse normalizes mailbox names.
@@ -200,11 +257,31 @@ const (
 
 	// Certificates that expire sooner than this get a warning.
 	ExpiryWarning = 14 * 24 * time.Hour
+
+	// SMTP, submission and inbound alike.
+	DefaultMaxMessageSize = 35 << 20
+	MinMaxMessageSize     = 1 << 10
+	MaxMaxMessageSize     = 1 << 30
+	DefaultMaxRecipients  = 100
+	MaxMaxRecipients      = 10000
+	// RFC 5321 §4.5.3.2.7: a server waits at least 5 minutes for the next
+	// command.
+	DefaultSMTPTimeout = 5 * time.Minute
+
+	DefaultSubmissionMaxConnections      = 500
+	DefaultSubmissionMaxConnectionsPerIP = 20
+	DefaultInboundMaxConnections         = 500
+	DefaultInboundMaxConnectionsPerIP    = 10
+	DefaultInboundRateLimitPerIP         = 60
 )
 
 var (
 	defaultSSLBindings = []string{"[::]:995", "0.0.0.0:995"}
 	defaultTLSBindings = []string{"[::]:110", "0.0.0.0:110"}
+
+	defaultSubmissionSSLBindings = []string{"[::]:465", "0.0.0.0:465"}
+	defaultSubmissionTLSBindings = []string{"[::]:587", "0.0.0.0:587"}
+	defaultInboundBindings       = []string{"[::]:25", "0.0.0.0:25"}
 )
 
 // errorf and warnf build a diagnostic: a short Summary, and a Detail that is

@@ -27,8 +27,12 @@ type rawFile struct {
 	DomainsRange  hcl.Range `hcl:"domains,attr_range"`
 
 	Certificates []*rawCertificate `hcl:"certificate,block"`
-	POP3         []*rawPOP3        `hcl:"pop3,block"` // a slice so a second block is reported by us, after both are decoded
-	Mailboxes    []*rawMailbox     `hcl:"mailbox,block"`
+	// Service blocks are slices so a second block is reported by us, after
+	// both are decoded.
+	POP3       []*rawPOP3       `hcl:"pop3,block"`
+	Submission []*rawSubmission `hcl:"submission,block"`
+	Inbound    []*rawInbound    `hcl:"inbound,block"`
+	Mailboxes  []*rawMailbox    `hcl:"mailbox,block"`
 }
 
 type rawCertificate struct {
@@ -75,6 +79,52 @@ type rawPOP3 struct {
 	BannerRange              hcl.Range `hcl:"banner,attr_range"`
 }
 
+type rawSubmission struct {
+	DefRange hcl.Range `hcl:",def_range"`
+
+	X509CertificateName      *string   `hcl:"x509_certificate_name,optional"`
+	X509CertificateNameRange hcl.Range `hcl:"x509_certificate_name,attr_range"`
+	SSLBindings              []string  `hcl:"ssl_bindings,optional"`
+	SSLBindingsRange         hcl.Range `hcl:"ssl_bindings,attr_range"`
+	TLSBindings              []string  `hcl:"unencrypted_or_tls_bindings,optional"`
+	TLSBindingsRange         hcl.Range `hcl:"unencrypted_or_tls_bindings,attr_range"`
+	External                 []string  `hcl:"external_connection_settings,optional"`
+	ExternalRange            hcl.Range `hcl:"external_connection_settings,attr_range"`
+	Internal                 []string  `hcl:"internal_connection_settings,optional"`
+	InternalRange            hcl.Range `hcl:"internal_connection_settings,attr_range"`
+	MaxMessageSize           *string   `hcl:"max_message_size,optional"`
+	MaxMessageSizeRange      hcl.Range `hcl:"max_message_size,attr_range"`
+	MaxRecipients            *int      `hcl:"max_recipients,optional"`
+	MaxRecipientsRange       hcl.Range `hcl:"max_recipients,attr_range"`
+	Timeout                  *string   `hcl:"timeout,optional"`
+	TimeoutRange             hcl.Range `hcl:"timeout,attr_range"`
+	MaxConnections           *int      `hcl:"max_connections,optional"`
+	MaxConnectionsRange      hcl.Range `hcl:"max_connections,attr_range"`
+	MaxConnectionsPerIP      *int      `hcl:"max_connections_per_ip,optional"`
+	MaxConnectionsPerIPRange hcl.Range `hcl:"max_connections_per_ip,attr_range"`
+}
+
+type rawInbound struct {
+	DefRange hcl.Range `hcl:",def_range"`
+
+	Bindings                 []string  `hcl:"bindings,optional"`
+	BindingsRange            hcl.Range `hcl:"bindings,attr_range"`
+	X509CertificateName      *string   `hcl:"x509_certificate_name,optional"`
+	X509CertificateNameRange hcl.Range `hcl:"x509_certificate_name,attr_range"`
+	MaxMessageSize           *string   `hcl:"max_message_size,optional"`
+	MaxMessageSizeRange      hcl.Range `hcl:"max_message_size,attr_range"`
+	MaxRecipients            *int      `hcl:"max_recipients,optional"`
+	MaxRecipientsRange       hcl.Range `hcl:"max_recipients,attr_range"`
+	Timeout                  *string   `hcl:"timeout,optional"`
+	TimeoutRange             hcl.Range `hcl:"timeout,attr_range"`
+	MaxConnections           *int      `hcl:"max_connections,optional"`
+	MaxConnectionsRange      hcl.Range `hcl:"max_connections,attr_range"`
+	MaxConnectionsPerIP      *int      `hcl:"max_connections_per_ip,optional"`
+	MaxConnectionsPerIPRange hcl.Range `hcl:"max_connections_per_ip,attr_range"`
+	RateLimitPerIP           *int      `hcl:"rate_limit_per_ip,optional"`
+	RateLimitPerIPRange      hcl.Range `hcl:"rate_limit_per_ip,attr_range"`
+}
+
 type rawMailbox struct {
 	Address      string    `hcl:"address,label"`
 	AddressRange hcl.Range `hcl:"address,label_range"`
@@ -88,6 +138,8 @@ type rawMailbox struct {
 	AliasesRange      hcl.Range `hcl:"aliases,attr_range"`
 	Quota             *string   `hcl:"quota,optional"`
 	QuotaRange        hcl.Range `hcl:"quota,attr_range"`
+	SendAs            []string  `hcl:"send_as,optional"`
+	SendAsRange       hcl.Range `hcl:"send_as,attr_range"`
 }
 
 // Load reads and validates the file at path. cfg is non-nil iff diags has no

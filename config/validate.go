@@ -2,6 +2,7 @@ package config
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -78,19 +79,57 @@ func (p *parser) validate(raw *rawFile) (*Config, hcl.Diagnostics) {
 		cfg.Certificates = append(cfg.Certificates, c)
 	}
 
-	bound := map[netip.AddrPort]hcl.Range{}
-	for _, extra := range raw.POP3[min(1, len(raw.POP3)):] {
-		diags = append(diags, errorf(extra.DefRange, "Duplicate pop3 block",
-			"only one pop3 block is allowed; the first is on line %d", raw.POP3[0].DefRange.Start.Line))
+	// Service blocks are checked in file order, so a duplicate binding is
+	// reported at the later of the two.
+	env := &serviceEnv{cfg: cfg, hostOK: hostOK, certsKnown: certsKnown,
+		anyCertBlock: len(raw.Certificates) > 0, bound: map[netip.AddrPort]hcl.Range{}}
+	type service struct {
+		at    hcl.Range
+		check func()
 	}
+	var services []service
 	if len(raw.POP3) > 0 {
-		pop, pd := p.pop3(raw.POP3[0], cfg, hostOK, certsKnown, len(raw.Certificates) > 0, bound)
-		diags = append(diags, pd...)
-		cfg.POP3 = pop
+		services = append(services, service{raw.POP3[0].DefRange, func() {
+			pop, d := p.pop3(raw.POP3[0], env)
+			diags = append(diags, d...)
+			cfg.POP3 = pop
+		}})
 	}
+	if len(raw.Submission) > 0 {
+		services = append(services, service{raw.Submission[0].DefRange, func() {
+			sub, d := p.submission(raw.Submission[0], env)
+			diags = append(diags, d...)
+			cfg.Submission = sub
+		}})
+	}
+	if len(raw.Inbound) > 0 {
+		services = append(services, service{raw.Inbound[0].DefRange, func() {
+			in, d := p.inbound(raw.Inbound[0], env, domainsOK, len(raw.Domains))
+			diags = append(diags, d...)
+			cfg.Inbound = in
+		}})
+	}
+	slices.SortStableFunc(services, func(a, b service) int { return a.at.Start.Byte - b.at.Start.Byte })
+	for _, s := range services {
+		s.check()
+	}
+	diags = append(diags, extraBlocks("pop3", raw.POP3, func(b *rawPOP3) hcl.Range { return b.DefRange })...)
+	diags = append(diags, extraBlocks("submission", raw.Submission, func(b *rawSubmission) hcl.Range { return b.DefRange })...)
+	diags = append(diags, extraBlocks("inbound", raw.Inbound, func(b *rawInbound) hcl.Range { return b.DefRange })...)
 
 	diags = append(diags, p.mailboxes(raw, cfg, domainsOK)...)
 	return cfg, diags
+}
+
+// extraBlocks reports every block of a kind after the first: each service
+// is configured once.
+func extraBlocks[T any](kind string, blocks []T, def func(T) hcl.Range) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	for i := 1; i < len(blocks); i++ {
+		diags = append(diags, errorf(def(blocks[i]), "Duplicate "+kind+" block",
+			"only one %s block is allowed; the first is on line %d", kind, def(blocks[0]).Start.Line))
+	}
+	return diags
 }
 
 // nullMeansAbsent follows the HCL convention that an attribute set to null
@@ -113,8 +152,18 @@ func nullMeansAbsent(raw *rawFile) {
 		unset(p.External, &p.ExternalRange)
 		unset(p.Internal, &p.InternalRange)
 	}
+	for _, s := range raw.Submission {
+		unset(s.SSLBindings, &s.SSLBindingsRange)
+		unset(s.TLSBindings, &s.TLSBindingsRange)
+		unset(s.External, &s.ExternalRange)
+		unset(s.Internal, &s.InternalRange)
+	}
+	for _, in := range raw.Inbound {
+		unset(in.Bindings, &in.BindingsRange)
+	}
 	for _, m := range raw.Mailboxes {
 		unset(m.Aliases, &m.AliasesRange)
+		unset(m.SendAs, &m.SendAsRange)
 	}
 }
 
@@ -184,267 +233,6 @@ func (p *parser) certificate(rc *rawCertificate, cfg *Config, hostOK bool, now t
 	}
 	diags = append(diags, p.loadStatic(rc, c, now)...)
 	return c, !diags.HasErrors(), diags
-}
-
-// binding is a parsed listen address and where it was written.
-type binding struct {
-	ap  netip.AddrPort
-	rng hcl.Range
-}
-
-// bindings parses one list of listen addresses, reporting duplicates against
-// every binding seen so far in the file.
-func (p *parser) bindings(vals []string, rng hcl.Range, bound map[netip.AddrPort]hcl.Range) ([]binding, hcl.Diagnostics) {
-	var diags hcl.Diagnostics
-	var out []binding
-	for i, er := range p.elemRanges(rng, len(vals)) {
-		ap, err := parseBinding(vals[i])
-		if err != nil {
-			diags = append(diags, errorf(er, "Invalid binding", "%s", err.Error()))
-			continue
-		}
-		// Port 0 means "any free port": each such binding gets its own from
-		// the kernel, so repeating 127.0.0.1:0 is not a collision.
-		if first, dup := bound[ap]; dup && ap.Port() != 0 {
-			diags = append(diags, errorf(er, "Duplicate binding",
-				"the address %s is already bound on line %d", ap, first.Start.Line))
-			continue
-		}
-		bound[ap] = er
-		out = append(out, binding{ap, er})
-	}
-	return out, diags
-}
-
-func (p *parser) pop3(rp *rawPOP3, cfg *Config, hostOK, certsKnown, anyCertBlock bool, bound map[netip.AddrPort]hcl.Range) (*POP3, hcl.Diagnostics) {
-	var diags hcl.Diagnostics
-	pop := &POP3{
-		LoginType:               SecureLogin,
-		PreAuthenticatedTimeout: DefaultPreAuthenticatedTimeout,
-		AuthenticatedTimeout:    DefaultAuthenticatedTimeout,
-		MaxConnections:          DefaultMaxConnections,
-		MaxConnectionsPerIP:     DefaultMaxConnectionsPerIP,
-		MaxCommandSize:          DefaultMaxCommandSize,
-		Banner:                  DefaultBanner,
-	}
-
-	// Bindings: both default only when neither list is written, so writing
-	// one kind alone switches the other kind off.
-	sslVals, sslRng := rp.SSLBindings, rp.SSLBindingsRange
-	tlsVals, tlsRng := rp.TLSBindings, rp.TLSBindingsRange
-	if sslRng.Filename == "" && tlsRng.Filename == "" {
-		sslVals, sslRng = defaultSSLBindings, rp.DefRange
-		tlsVals, tlsRng = defaultTLSBindings, rp.DefRange
-	}
-	var ssl, plain []binding
-	if p.ok(sslRng) {
-		var d hcl.Diagnostics
-		ssl, d = p.bindings(sslVals, sslRng, bound)
-		diags = append(diags, d...)
-	}
-	if p.ok(tlsRng) {
-		var d hcl.Diagnostics
-		plain, d = p.bindings(tlsVals, tlsRng, bound)
-		diags = append(diags, d...)
-	}
-	for _, b := range ssl {
-		pop.SSLBindings = append(pop.SSLBindings, b.ap)
-	}
-	for _, b := range plain {
-		pop.UnencryptedOrTLSBindings = append(pop.UnencryptedOrTLSBindings, b.ap)
-	}
-
-	if rp.LoginType != nil && p.ok(rp.LoginTypeRange) {
-		switch LoginType(*rp.LoginType) {
-		case SecureLogin, PlainTextLogin:
-			pop.LoginType = LoginType(*rp.LoginType)
-		default:
-			diags = append(diags, errorf(rp.LoginTypeRange, "Invalid login_type",
-				"the login_type %q is not one of %q or %q", *rp.LoginType, SecureLogin, PlainTextLogin))
-		}
-	}
-
-	if rp.PreAuthTimeout != nil && p.ok(rp.PreAuthTimeoutRange) {
-		d, err := ParseDuration(*rp.PreAuthTimeout)
-		switch {
-		case err != nil:
-			diags = append(diags, errorf(rp.PreAuthTimeoutRange, "Invalid duration", "the pre_authenticated_timeout is invalid: %s", err.Error()))
-		case d <= 0:
-			diags = append(diags, errorf(rp.PreAuthTimeoutRange, "Invalid duration", "the pre_authenticated_timeout must be longer than zero"))
-		default:
-			pop.PreAuthenticatedTimeout = d
-		}
-	}
-	if rp.AuthTimeout != nil && p.ok(rp.AuthTimeoutRange) {
-		d, err := ParseDuration(*rp.AuthTimeout)
-		switch {
-		case err != nil:
-			diags = append(diags, errorf(rp.AuthTimeoutRange, "Invalid duration", "the authenticated_timeout is invalid: %s", err.Error()))
-		case d <= 0:
-			diags = append(diags, errorf(rp.AuthTimeoutRange, "Invalid duration", "the authenticated_timeout must be longer than zero"))
-		default:
-			pop.AuthenticatedTimeout = d
-			// RFC 1939 §3: the autologout timer must be at least 10 minutes.
-			if d < 10*time.Minute {
-				diags = append(diags, warnf(rp.AuthTimeoutRange, "Short timeout",
-					"the authenticated_timeout %q is shorter than the 10 minutes RFC 1939 section 3 asks for", *rp.AuthTimeout))
-			}
-		}
-	}
-
-	intAttr := func(v *int, rng hcl.Range, name string, min, max int, dst *int) {
-		if v == nil || !p.ok(rng) {
-			return
-		}
-		if *v < min || *v > max {
-			diags = append(diags, errorf(rng, "Value out of range", "the %s must be between %d and %d, not %d", name, min, max, *v))
-			return
-		}
-		*dst = *v
-	}
-	const maxInt = int(^uint(0) >> 1)
-	intAttr(rp.MaxConnections, rp.MaxConnectionsRange, "max_connections", 1, maxInt, &pop.MaxConnections)
-	intAttr(rp.MaxConnectionsPerIP, rp.MaxConnectionsPerIPRange, "max_connections_per_ip", 1, maxInt, &pop.MaxConnectionsPerIP)
-	// RFC 2449 §4: command lines may be 255 octets, so no smaller limit.
-	intAttr(rp.MaxCommandSize, rp.MaxCommandSizeRange, "max_command_size", MinMaxCommandSize, MaxMaxCommandSize, &pop.MaxCommandSize)
-	if pop.MaxConnectionsPerIP > pop.MaxConnections {
-		diags = append(diags, warnf(rp.MaxConnectionsPerIPRange, "Ineffective limit",
-			"the max_connections_per_ip (%d) is larger than the max_connections (%d), so only max_connections applies",
-			pop.MaxConnectionsPerIP, pop.MaxConnections))
-	}
-
-	if rp.Banner != nil && p.ok(rp.BannerRange) {
-		if strings.ContainsFunc(*rp.Banner, func(r rune) bool { return r < ' ' || r == 0x7f }) {
-			diags = append(diags, errorf(rp.BannerRange, "Invalid banner",
-				"the banner must be one line of text without control characters, because it is sent in the greeting"))
-		} else {
-			pop.Banner = *rp.Banner
-		}
-	}
-
-	// The certificate name: written, or the hostname.
-	nameKnown := false
-	nameRng := rp.DefRange
-	if rp.X509CertificateName != nil {
-		if p.ok(rp.X509CertificateNameRange) {
-			nameRng = rp.X509CertificateNameRange
-			if validFQDN(*rp.X509CertificateName) {
-				pop.X509CertificateName = normName(*rp.X509CertificateName)
-				nameKnown = true
-			} else {
-				diags = append(diags, errorf(nameRng, "Invalid certificate name",
-					"the x509_certificate_name %q is not a fully qualified domain name", *rp.X509CertificateName))
-			}
-		}
-	} else if hostOK {
-		pop.X509CertificateName = cfg.Hostname
-		nameKnown = true
-	}
-
-	// Connection settings.
-	type setting struct {
-		cs  ConnSetting
-		rng hcl.Range
-	}
-	settings := func(vals []string, rng hcl.Range, attr string) []setting {
-		if !p.ok(rng) {
-			return nil
-		}
-		var out []setting
-		for i, er := range p.elemRanges(rng, len(vals)) {
-			cs, err := parseConnSetting(vals[i])
-			if err != nil {
-				diags = append(diags, errorf(er, "Invalid connection setting", "%s", err.Error()))
-				continue
-			}
-			var kind []binding
-			kindAttr := "ssl_bindings"
-			if cs.Method == MethodSSL {
-				kind = ssl
-			} else {
-				kind, kindAttr = plain, "unencrypted_or_tls_bindings"
-			}
-			if cs.Method == MethodNone && pop.LoginType == SecureLogin {
-				diags = append(diags, errorf(er, "Unusable connection setting",
-					"the connection setting %q in %s is unencrypted but login_type is secure_login, so clients told to use it could never log in", vals[i], attr))
-			}
-			if len(kind) == 0 {
-				diags = append(diags, errorf(er, "Connection setting without binding",
-					"the connection setting %q in %s needs %s, but there are none", vals[i], attr, kindAttr))
-			} else {
-				match := false
-				for _, b := range kind {
-					if int(b.ap.Port()) == cs.Port || b.ap.Port() == 0 {
-						match = true
-						break
-					}
-				}
-				if !match {
-					diags = append(diags, warnf(er, "Port without binding",
-						"port %d in %q matches none of %s; that is right only if a NAT or container port map forwards it", cs.Port, vals[i], kindAttr))
-				}
-			}
-			out = append(out, setting{cs, er})
-		}
-		return out
-	}
-	var external []setting
-	if rp.ExternalRange.Filename != "" {
-		external = settings(rp.External, rp.ExternalRange, "external_connection_settings")
-	} else if hostOK {
-		// Derived: what a client outside should use, from the first binding
-		// of each kind.
-		if len(ssl) > 0 {
-			external = append(external, setting{ConnSetting{cfg.Hostname, int(ssl[0].ap.Port()), MethodSSL}, rp.DefRange})
-		}
-		if len(plain) > 0 {
-			external = append(external, setting{ConnSetting{cfg.Hostname, int(plain[0].ap.Port()), MethodTLS}, rp.DefRange})
-		}
-	}
-	internal := settings(rp.Internal, rp.InternalRange, "internal_connection_settings")
-	for _, s := range external {
-		pop.ExternalConnectionSettings = append(pop.ExternalConnectionSettings, s.cs)
-	}
-	for _, s := range internal {
-		pop.InternalConnectionSettings = append(pop.InternalConnectionSettings, s.cs)
-	}
-
-	// Coverage: every name clients are told to use must have a certificate.
-	if len(ssl)+len(plain) == 0 {
-		return pop, diags
-	}
-	if !anyCertBlock {
-		return pop, append(diags, errorf(rp.DefRange, "No certificate",
-			"POP3 needs TLS (ssl_bindings always, STLS on the others) but no certificate block is declared; add one, self_signed = true is enough to start"))
-	}
-	if !certsKnown {
-		return pop, diags // a broken certificate might have covered the names
-	}
-	if nameKnown && cfg.CertificateFor(pop.X509CertificateName) == nil {
-		if rp.X509CertificateName != nil {
-			diags = append(diags, errorf(nameRng, "Uncovered certificate name",
-				"no certificate covers x509_certificate_name %q", pop.X509CertificateName))
-		} else {
-			diags = append(diags, errorf(nameRng, "Uncovered certificate name",
-				"no certificate covers the hostname %q, which x509_certificate_name defaults to", pop.X509CertificateName))
-		}
-	}
-	for _, s := range external {
-		if s.rng == rp.DefRange && nameKnown && s.cs.Host == pop.X509CertificateName {
-			continue // derived from hostname, already checked above
-		}
-		if cfg.CertificateFor(s.cs.Host) == nil {
-			diags = append(diags, errorf(s.rng, "Uncovered connection name",
-				"no certificate covers %q, which external clients are told to use", s.cs.Host))
-		}
-	}
-	for _, s := range internal {
-		if cfg.CertificateFor(s.cs.Host) == nil {
-			diags = append(diags, warnf(s.rng, "Uncovered connection name",
-				"no certificate covers %q, so internal clients will see a name mismatch", s.cs.Host))
-		}
-	}
-	return pop, diags
 }
 
 // mailboxes checks the mailbox blocks. Addresses and aliases share one
