@@ -236,7 +236,8 @@ func (p *parser) certificate(rc *rawCertificate, cfg *Config, hostOK bool, now t
 }
 
 // mailboxes checks the mailbox blocks. Addresses and aliases share one
-// namespace: each may name only one mailbox.
+// namespace: each may name only one mailbox. send_as is not part of it: it
+// grants the right to use an address as a sender, which may be shared.
 func (p *parser) mailboxes(raw *rawFile, cfg *Config, domainsOK bool) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	checkDomains := domainsOK
@@ -272,6 +273,14 @@ func (p *parser) mailboxes(raw *rawFile, cfg *Config, domainsOK bool) hcl.Diagno
 		}
 		return local + "@" + domain, true
 	}
+	// send_as entries naming someone else's address are judged once every
+	// mailbox is known.
+	type grant struct {
+		m    *Mailbox
+		addr string
+		rng  hcl.Range
+	}
+	var grants []grant
 
 	for _, rm := range raw.Mailboxes {
 		// A mailbox with a bad or duplicate name is still checked through,
@@ -319,6 +328,39 @@ func (p *parser) mailboxes(raw *rawFile, cfg *Config, domainsOK bool) hcl.Diagno
 				m.Quota = q
 			}
 		}
+		m.SendAs = append([]string{addr}, m.Aliases...)
+		if rm.SendAsRange.Filename != "" && p.ok(rm.SendAsRange) {
+			m.SendAs = nil
+			listed := map[string]bool{}
+			for i, rng := range p.elemRanges(rm.SendAsRange, len(rm.SendAs)) {
+				local, domain, err := parseAddress(rm.SendAs[i])
+				if err != nil {
+					diags = append(diags, errorf(rng, "Invalid send_as", "invalid send_as address: %s", err.Error()))
+					continue
+				}
+				a := local + "@" + domain
+				if listed[a] {
+					diags = append(diags, warnf(rng, "Duplicate send_as",
+						"the address %s is listed twice in the send_as of %s", a, shown))
+					continue
+				}
+				listed[a] = true
+				// A user may own an outside address (a personal mailbox
+				// elsewhere); sending as it is allowed but worth a look,
+				// since the other domain's SPF and DMARC decide whether
+				// such mail is delivered.
+				if checkDomains && len(cfg.Domains) > 0 && !cfg.IsLocalDomain(domain) {
+					diags = append(diags, warnf(rng, "Foreign send_as",
+						"the domain of send_as address %q is not listed in domains; keep it only if the owner of %s owns that address", rm.SendAs[i], shown))
+				}
+				m.SendAs = append(m.SendAs, a)
+				grants = append(grants, grant{m, a, rng})
+			}
+			if keep && len(rm.SendAs) == 0 && m.Submission {
+				diags = append(diags, warnf(rm.SendAsRange, "Empty send_as",
+					"mailbox %s may submit mail but its send_as list is empty, so every message it sends is refused; list its addresses, or set submission = false", shown))
+			}
+		}
 		if !keep {
 			continue
 		}
@@ -327,6 +369,18 @@ func (p *parser) mailboxes(raw *rawFile, cfg *Config, domainsOK bool) hcl.Diagno
 		for _, a := range m.Aliases {
 			cfg.byAddr[a] = m
 		}
+	}
+	for _, g := range grants {
+		other := cfg.byAddr[g.addr]
+		if other == nil || other == g.m || cfg.byAddr[g.m.Address] != g.m {
+			continue // nobody's, its own, or the granting mailbox was not kept
+		}
+		whose := "the address of mailbox " + other.Address
+		if other.Address != g.addr {
+			whose = "an alias of mailbox " + other.Address
+		}
+		diags = append(diags, warnf(g.rng, "Another mailbox's address",
+			"mailbox %s may send as %s, %s", g.m.Address, g.addr, whose))
 	}
 	return diags
 }
