@@ -1,0 +1,442 @@
+// Package smtpauth is the SMTP side of mailpost: authenticated submission
+// (RFC 6409 on port 587 with STARTTLS, RFC 8314 implicit TLS on 465) and
+// inbound MX delivery on port 25. The protocol engine is emersion/go-smtp;
+// this package supplies its Backend and Session and the protocol policy
+// (TLS before AUTH, sender ownership, limits, caps, Received headers).
+// Who may log in, which recipients exist and where mail goes come from a
+// Backend; this package knows nothing of storage or configuration files.
+package smtpauth
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Mode selects the policy of a Server.
+type Mode int
+
+const (
+	// Submission is for a user's own mail client: AUTH over TLS is required
+	// before MAIL, and MAIL FROM must be an address the account may send as.
+	Submission Mode = iota
+	// Inbound is the MX side: no AUTH, any sender, local recipients only.
+	Inbound
+)
+
+func (m Mode) String() string {
+	if m == Inbound {
+		return "inbound"
+	}
+	return "submission"
+}
+
+// Settings are the tunables of a Server. A connection takes a snapshot when
+// it is accepted; SetSettings affects only later connections.
+type Settings struct {
+	Mode                      Mode
+	Hostname                  string        // EHLO greeting name and Received "by"; default "localhost"
+	TLSConfig                 *tls.Config   // implicit TLS and STARTTLS; nil = no TLS (then submission AUTH is impossible)
+	MaxMessageBytes           int64         // advertised with SIZE; 0 = no limit
+	MaxRecipients             int           // RCPTs per message; 0 = no limit
+	ReadTimeout, WriteTimeout time.Duration // idle limit per read and per write; defaults 5m / 5m
+	MaxConnections            int           // connections at once on this Server; 0 = unlimited
+	MaxConnectionsPerIP       int           // connections at once per remote IP; 0 = unlimited
+	RateLimitPerIP            int           // inbound: messages per minute per IP; 0 = unlimited
+}
+
+// Defaults for zero Settings fields. RFC 5321 §4.5.3.2 asks for at least
+// 5 minutes for commands and for each DATA block.
+const (
+	DefaultReadTimeout  = 5 * time.Minute
+	DefaultWriteTimeout = 5 * time.Minute
+)
+
+// maxLineLength is go-smtp's limit on a command or text line: twice the
+// 1000 octets of RFC 5321 §4.5.3.1.6, as go-smtp itself defaults to.
+const maxLineLength = 2000
+
+// rejectTimeout bounds the handshake and the write done for a connection
+// refused because of a connection cap.
+const rejectTimeout = 5 * time.Second
+
+func (s *Settings) withDefaults() *Settings {
+	c := *s
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = DefaultReadTimeout
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.Hostname == "" {
+		c.Hostname = "localhost"
+	}
+	return &c
+}
+
+// ConnInfo describes the connection a Backend call comes from.
+type ConnInfo struct {
+	Remote, Local netip.AddrPort
+	TLS           bool   // implicit TLS or after STARTTLS
+	Listener      string // name of the listener for logs, e.g. "submission [::]:587"
+	Helo          string // the EHLO/HELO argument, as the client sent it
+}
+
+// Account is an authenticated submission user.
+type Account struct {
+	Name   string
+	SendAs []string // addresses MAIL FROM may use; compared case-insensitively
+}
+
+// Envelope is one message's SMTP envelope as handed to Backend.Deliver.
+type Envelope struct {
+	From    string   // reverse-path without brackets; "" is the null sender (inbound only)
+	To      []string // every accepted recipient, in RCPT order
+	Account string   // the authenticated account; "" on inbound
+	Size    int64    // the SIZE= hint from MAIL, or 0
+	ID      string   // unique id of this message, also in the Received header and the 250 reply
+}
+
+// Errors a Backend returns; the session maps each to its SMTP reply. Any
+// other error becomes a temporary 451 4.3.0 (454 4.7.0 for Login) and is
+// logged.
+var (
+	ErrAuthFailed       = errors.New("authentication failed")
+	ErrAccessDisabled   = errors.New("submission disabled for this mailbox")
+	ErrUnknownRecipient = errors.New("no such mailbox")
+	ErrRelayDenied      = errors.New("relay access denied")
+	ErrQuotaExceeded    = errors.New("mailbox full")
+	ErrTooLarge         = errors.New("message too large")
+)
+
+// Backend is the who/where policy behind the protocol.
+type Backend interface {
+	// Login verifies credentials for submission. It applies failure delays
+	// itself. It returns ErrAuthFailed for wrong credentials and
+	// ErrAccessDisabled (only once the password was right) for a mailbox
+	// that may not submit.
+	Login(ctx context.Context, ci ConnInfo, username, password string) (*Account, error)
+	// Recipient vets one RCPT. acct is nil on inbound. sizeHint is the SIZE=
+	// value or 0.
+	Recipient(ctx context.Context, ci ConnInfo, acct *Account, rcpt string, sizeHint int64) error
+	// Deliver stores or queues the message for every recipient atomically;
+	// nil means durable. msg returns an error instead of io.EOF when the
+	// body is truncated or too large; Deliver must then store nothing.
+	Deliver(ctx context.Context, ci ConnInfo, env *Envelope, msg io.Reader) error
+}
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("smtpauth: server closed")
+
+// Stats is a snapshot of a Server's counters.
+type Stats struct {
+	Sessions  int    // connections open now
+	Accepted  uint64 // connections served since NewServer
+	Rejected  uint64 // connections refused by a connection cap
+	Delivered uint64 // messages Deliver accepted
+}
+
+// Server serves SMTP in one Mode on any number of listeners.
+type Server struct {
+	backend  Backend
+	log      *slog.Logger
+	settings atomic.Pointer[Settings] // with defaults applied
+	limiter  *rateLimiter
+
+	baseCtx context.Context // parent of every connection's context; cancelled by Close
+	cancel  context.CancelFunc
+
+	draining  atomic.Bool // Shutdown or Close called
+	accepted  atomic.Uint64
+	rejected  atomic.Uint64
+	delivered atomic.Uint64
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	others    map[net.Conn]struct{} // connections being refused
+	perIP     map[netip.Addr]int
+	inData    int // Data calls running; BDAT runs them beside the connection's goroutine
+}
+
+// NewServer returns a Server using b for policy. A nil log discards logs.
+func NewServer(b Backend, s *Settings, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if s == nil {
+		s = &Settings{}
+	}
+	srv := &Server{
+		backend:   b,
+		log:       log,
+		limiter:   newRateLimiter(rateLimiterEntries),
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[*conn]struct{}),
+		others:    make(map[net.Conn]struct{}),
+		perIP:     make(map[netip.Addr]int),
+	}
+	srv.baseCtx, srv.cancel = context.WithCancel(context.Background())
+	srv.SetSettings(s)
+	return srv
+}
+
+// SetSettings replaces the settings atomically; connections accepted
+// afterwards use them, open connections keep theirs.
+func (srv *Server) SetSettings(s *Settings) {
+	srv.settings.Store(s.withDefaults())
+}
+
+// Stats returns the current counters.
+func (srv *Server) Stats() Stats {
+	srv.mu.Lock()
+	n := len(srv.conns)
+	srv.mu.Unlock()
+	return Stats{
+		Sessions:  n,
+		Accepted:  srv.accepted.Load(),
+		Rejected:  srv.rejected.Load(),
+		Delivered: srv.delivered.Load(),
+	}
+}
+
+// Serve accepts connections on l until l is closed or the server shuts down.
+// With implicitTLS every connection starts with a TLS handshake (RFC 8314).
+// name labels the listener in logs. After Shutdown or Close it returns
+// ErrServerClosed; if the caller closes l itself it returns nil, and
+// connections accepted on l carry on.
+func (srv *Server) Serve(l net.Listener, implicitTLS bool, name string) error {
+	if !srv.trackListener(l, true) {
+		l.Close()
+		return ErrServerClosed
+	}
+	defer srv.trackListener(l, false)
+
+	var backoff time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if srv.draining.Load() {
+				return ErrServerClosed
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// Retry on temporary errors such as EMFILE, with a growing
+			// pause so a full fd table does not become a busy loop.
+			var te interface{ Temporary() bool }
+			if errors.As(err, &te) && te.Temporary() {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				srv.log.Warn("smtp accept failed, retrying", "listener", name, "delay", backoff, slog.Any("err", err))
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("smtpauth: accept on %s: %w", name, err)
+		}
+		backoff = 0
+		srv.start(c, implicitTLS, name)
+	}
+}
+
+// ServeConn serves one connection accepted elsewhere (a custom listener, or
+// net.Pipe in tests) and returns when the session has ended.
+func (srv *Server) ServeConn(c net.Conn, implicitTLS bool, name string) {
+	if done := srv.start(c, implicitTLS, name); done != nil {
+		<-done
+	}
+}
+
+func (srv *Server) trackListener(l net.Listener, add bool) bool {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if add {
+		if srv.draining.Load() {
+			return false
+		}
+		srv.listeners[l] = struct{}{}
+	} else {
+		delete(srv.listeners, l)
+	}
+	return true
+}
+
+// start applies the connection caps and hands the connection to a go-smtp
+// engine, or refuses it. It does not block on the session; the returned
+// channel is closed when the session is over (nil if there was none).
+func (srv *Server) start(raw net.Conn, implicitTLS bool, name string) <-chan struct{} {
+	cfg := srv.settings.Load()
+	ip := addrPort(raw.RemoteAddr()).Addr()
+
+	srv.mu.Lock()
+	if srv.draining.Load() {
+		srv.mu.Unlock()
+		raw.Close()
+		return nil
+	}
+	over := cfg.MaxConnections > 0 && len(srv.conns) >= cfg.MaxConnections
+	if ip.IsValid() && cfg.MaxConnectionsPerIP > 0 && srv.perIP[ip] >= cfg.MaxConnectionsPerIP {
+		over = true
+	}
+	if over {
+		srv.others[raw] = struct{}{}
+		srv.mu.Unlock()
+		srv.rejected.Add(1)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			srv.refuse(raw, cfg, implicitTLS, name)
+			srv.mu.Lock()
+			delete(srv.others, raw)
+			srv.mu.Unlock()
+		}()
+		return done
+	}
+	c := newConn(srv, raw, cfg, name)
+	srv.conns[c] = struct{}{}
+	if ip.IsValid() {
+		srv.perIP[ip]++
+	}
+	srv.mu.Unlock()
+	srv.accepted.Add(1)
+
+	c.serve(implicitTLS)
+	return c.done
+}
+
+// release forgets a connection whose session has ended.
+func (srv *Server) release(c *conn) {
+	ip := c.info.Remote.Addr()
+	srv.mu.Lock()
+	delete(srv.conns, c)
+	if ip.IsValid() {
+		if srv.perIP[ip]--; srv.perIP[ip] <= 0 {
+			delete(srv.perIP, ip)
+		}
+	}
+	srv.mu.Unlock()
+}
+
+// dataStarted and dataEnded count Data calls, so that Shutdown also waits
+// for a BDAT delivery that outlives its connection's goroutine.
+func (srv *Server) dataStarted() {
+	srv.mu.Lock()
+	srv.inData++
+	srv.mu.Unlock()
+}
+
+func (srv *Server) dataEnded() {
+	srv.mu.Lock()
+	srv.inData--
+	srv.mu.Unlock()
+}
+
+// refuse tells a client over a connection cap to come back later (RFC 5321
+// §3.8: 421 and close). On implicit TLS the reply must be encrypted, so the
+// handshake is done first, under a short deadline.
+func (srv *Server) refuse(c net.Conn, cfg *Settings, implicitTLS bool, name string) {
+	defer c.Close()
+	srv.log.Info("smtp connection refused: too many connections", "listener", name, "remote", c.RemoteAddr().String())
+	c.SetDeadline(time.Now().Add(rejectTimeout))
+	w := c
+	if implicitTLS {
+		if cfg.TLSConfig == nil {
+			return
+		}
+		tc := tls.Server(c, cfg.TLSConfig)
+		if err := tc.Handshake(); err != nil {
+			return
+		}
+		defer tc.Close()
+		w = tc
+	}
+	io.WriteString(w, "421 4.7.0 too many connections\r\n")
+}
+
+// Shutdown stops every listener, lets each session finish the mail
+// transaction it is in (MAIL through the reply to DATA), closes idle
+// sessions with a 421 reply, and waits for all of them to end. When ctx ends
+// first, whatever is left is closed as by Close and ctx's error returned.
+func (srv *Server) Shutdown(ctx context.Context) error {
+	err := srv.stop(false)
+	ticker := time.NewTicker(5 * time.Millisecond)
+	defer ticker.Stop()
+	for n := 0; ; n++ {
+		srv.mu.Lock()
+		left := len(srv.conns) + len(srv.others) + srv.inData
+		srv.mu.Unlock()
+		if left == 0 {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, srv.stop(true), ctx.Err())
+		case <-ticker.C:
+		}
+		if n == 20 {
+			ticker.Reset(50 * time.Millisecond)
+		}
+	}
+}
+
+// Close closes every listener and connection at once and cancels the
+// context of running Backend calls.
+func (srv *Server) Close() error {
+	return srv.stop(true)
+}
+
+func (srv *Server) stop(hard bool) error {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	srv.draining.Store(true)
+	var errs []error
+	for l := range srv.listeners {
+		if err := l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+		delete(srv.listeners, l)
+	}
+	for c := range srv.conns {
+		if hard {
+			c.Conn.Close()
+		} else {
+			c.prod()
+		}
+	}
+	for c := range srv.others {
+		if hard {
+			c.Close()
+		} else {
+			c.SetReadDeadline(time.Now())
+		}
+	}
+	if hard {
+		srv.cancel()
+	}
+	return errors.Join(errs...)
+}
+
+// addrPort converts a net.Addr to a netip.AddrPort, zero if it has no IP
+// (net.Pipe). IPv4-mapped IPv6 addresses are unmapped so that caps count
+// one client once.
+func addrPort(a net.Addr) netip.AddrPort {
+	if a == nil {
+		return netip.AddrPort{}
+	}
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
