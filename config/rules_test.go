@@ -58,9 +58,11 @@ func TestRules(t *testing.T) {
 			`t.hcl:2:43: error: Domain "example.com" is listed twice; the first is on line 2.`}},
 		{"data_dir empty", false, `data_dir = ""`, []string{
 			`t.hcl:6:1: error: The data_dir is empty; leave it out for the default /var/lib/mailpost.`}},
-		{"unknown argument and block", false, "bogus = 1\nsmtp {\n}", []string{
+		{"unknown argument and block", false, "bogus = 1\nsmtp {\n}\nsubmission {\n  login_type = \"plain_text_login\"\n}\nmailbox \"a@example.com\" {\n  password_hash = \"" + goodHash + "\"\n  sendas = []\n}", []string{
 			`t.hcl:6:1: error: An argument named "bogus" is not expected here.`,
-			`t.hcl:7:1: error: Blocks of type "smtp" are not expected here.`}},
+			`t.hcl:7:1: error: Blocks of type "smtp" are not expected here.`,
+			`t.hcl:10:3: error: An argument named "login_type" is not expected here.`,
+			`t.hcl:14:3: error: An argument named "sendas" is not expected here. Did you mean "send_as"?`}},
 		{"duplicate pop3 block", false, "pop3 {\n}\npop3 {\n}", []string{
 			`t.hcl:8:1: error: Only one pop3 block is allowed; the first is on line 6.`}},
 		{"syntax error", true, "hostname = \n", []string{
@@ -194,6 +196,85 @@ func TestRules(t *testing.T) {
 		{"quota invalid", false, "mailbox \"a@example.com\" {\n  password_hash = \"" + goodHash + "\"\n  quota = \"2 gigs\"\n}\nmailbox \"b@example.com\" {\n  password_hash = \"" + goodHash + "\"\n  quota = \"-1\"\n}", []string{
 			`t.hcl:8:3: error: The quota is invalid: the size "2 gigs" has an unknown unit "gigs"; use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB.`,
 			`t.hcl:12:3: error: The quota is invalid: the size "-1" is negative.`}},
+		// Submission: the listener rules are POP3's (shared code), with
+		// unencrypted settings always refused.
+		{"submission without any certificate", true, "hostname = \"mail.example.com\"\nsubmission {\n}", []string{
+			`t.hcl:2:1: error: Submission needs TLS (ssl_bindings always, STARTTLS before AUTH on the others) but no certificate block is declared; add one, self_signed = true is enough to start.`}},
+		{"submission defaults are clean", false, "submission {\n}\npop3 {\n}\ninbound {\n}", nil},
+		{"submission unencrypted settings always refused", false, "submission {\n  external_connection_settings = [\"mail.example.com:587\", \"mail.example.com:465:ssl\"]\n  internal_connection_settings = [\"mail.example.com:587:\"]\n}", []string{
+			`t.hcl:7:35: error: The connection setting "mail.example.com:587" in external_connection_settings is unencrypted but submission accepts AUTH only over TLS, so clients told to use it could never log in.`,
+			`t.hcl:8:35: error: The connection setting "mail.example.com:587:" in internal_connection_settings is unencrypted but submission accepts AUTH only over TLS, so clients told to use it could never log in.`}},
+		{"submission settings against bindings", false, "submission {\n  ssl_bindings = [\"127.0.0.1:465\"]\n  external_connection_settings = [\"mail.example.com:465:ssl\", \"mail.example.com:587:tls\", \"mail.example.com:4650:ssl\"]\n  internal_connection_settings = [\"mail.lan.example:465:ssl\"]\n}", []string{
+			`t.hcl:8:63: error: The connection setting "mail.example.com:587:tls" in external_connection_settings needs unencrypted_or_tls_bindings, but there are none.`,
+			`t.hcl:8:91: warning: Port 4650 in "mail.example.com:4650:ssl" matches none of ssl_bindings; that is right only if a NAT or container port map forwards it.`,
+			`t.hcl:9:35: warning: No certificate covers "mail.lan.example", so internal clients will see a name mismatch.`}},
+		{"submission names not covered", false, "submission {\n  x509_certificate_name = \"smtp.example.org\"\n  external_connection_settings = [\"smtp.example.org:465:ssl\"]\n}", []string{
+			`t.hcl:7:3: error: No certificate covers x509_certificate_name "smtp.example.org".`,
+			`t.hcl:8:35: error: No certificate covers "smtp.example.org", which external clients are told to use.`}},
+		{"submission default name not covered", true, "hostname = \"mail.example.com\"\ncertificate \"o\" {\n  cert_file = \"other.crt\"\n  key_file = \"other.key\"\n}\nsubmission {\n  external_connection_settings = [\"other.example.org:465:ssl\"]\n}", []string{
+			`t.hcl:6:1: error: No certificate covers the hostname "mail.example.com", which x509_certificate_name defaults to.`}},
+		{"submission covered by wildcard", true, "hostname = \"mail.example.com\"\ncertificate \"w\" {\n  cert_file = \"wildcard.crt\"\n  key_file = \"wildcard.key\"\n}\nsubmission {\n}", nil},
+		{"broken certificate suppresses submission and inbound coverage", true, "hostname = \"mail.example.com\"\ndomains = [\"example.com\"]\ncertificate \"x\" {\n  cert_file = \"nope.crt\"\n  key_file = \"valid.key\"\n}\nsubmission {\n}\ninbound {\n}", []string{
+			`t.hcl:4:3: error: Cannot read cert_file "nope.crt": it does not exist.`}},
+		{"submission limits", false, "submission {\n  max_message_size = \"512\"\n  max_recipients = 0\n  timeout = \"1m\"\n  max_connections = 10\n}", []string{
+			`t.hcl:7:3: error: The max_message_size must be between 1KiB and 1GiB, not "512".`,
+			`t.hcl:8:3: error: The max_recipients must be between 1 and 10000, not 0.`,
+			`t.hcl:9:3: warning: The timeout "1m" is shorter than the 5 minutes RFC 5321 section 4.5.3.2.7 asks a server to wait for the next command.`,
+			`t.hcl:10:3: warning: The max_connections (10) is smaller than the default max_connections_per_ip (20), so only max_connections applies.`}},
+		{"pop3 per-IP default above a written max_connections", false, "pop3 {\n  max_connections = 5\n}", []string{
+			`t.hcl:7:3: warning: The max_connections (5) is smaller than the default max_connections_per_ip (20), so only max_connections applies.`}},
+		{"duplicate submission and inbound blocks", false, "submission {\n}\nsubmission {\n}\ninbound {\n}\ninbound {\n}", []string{
+			`t.hcl:8:1: error: Only one submission block is allowed; the first is on line 6.`,
+			`t.hcl:12:1: error: Only one inbound block is allowed; the first is on line 10.`}},
+		{"bindings unique across services", false, "pop3 {\n  ssl_bindings = [\"127.0.0.1:465\"]\n}\nsubmission {\n  unencrypted_or_tls_bindings = [\"127.0.0.1:465\"]\n}\ninbound {\n  bindings = [\"127.0.0.1:465\", \"[::]:25\"]\n}", []string{
+			`t.hcl:10:34: error: The address 127.0.0.1:465 is already bound on line 7.`,
+			`t.hcl:13:15: error: The address 127.0.0.1:465 is already bound on line 7.`}},
+		{"duplicate binding reported at the later block", false, "inbound {\n  bindings = [\"[::]:465\"]\n}\nsubmission {\n}", []string{
+			`t.hcl:7:3: warning: No binding is on port 25, the only port other servers deliver to; that is right only if a NAT or container port map forwards it.`,
+			`t.hcl:9:1: error: The address [::]:465 is already bound on line 7.`}},
+		{"services without bindings", false, "submission {\n  ssl_bindings = []\n  unencrypted_or_tls_bindings = [\"[::1]:0\"]\n}\ninbound {\n  bindings = []\n}", nil},
+		{"null means absent in submission, inbound and send_as", false, "submission {\n  ssl_bindings = null\n  unencrypted_or_tls_bindings = null\n  external_connection_settings = null\n  max_message_size = null\n}\ninbound {\n  bindings = null\n}\nmailbox \"a@example.com\" {\n  password_hash = \"" + goodHash + "\"\n  send_as = null\n}", nil},
+
+		// Inbound.
+		{"inbound limits", false, "inbound {\n  max_message_size = \"2GiB\"\n  max_recipients = 10001\n  timeout = \"0s\"\n  max_connections = 0\n  max_connections_per_ip = 0\n  rate_limit_per_ip = -1\n}", []string{
+			`t.hcl:7:3: error: The max_message_size must be between 1KiB and 1GiB, not "2GiB".`,
+			`t.hcl:8:3: error: The max_recipients must be between 1 and 10000, not 10001.`,
+			`t.hcl:9:3: error: The timeout must be longer than zero.`,
+			`t.hcl:10:3: error: The max_connections must be between 1 and 9223372036854775807, not 0.`,
+			`t.hcl:11:3: error: The max_connections_per_ip must be between 1 and 9223372036854775807, not 0.`,
+			`t.hcl:12:3: error: The rate_limit_per_ip must be between 0 and 9223372036854775807, not -1.`}},
+		{"inbound unparsable values", false, "inbound {\n  max_message_size = \"lots\"\n  timeout = \"forever\"\n  rate_limit_per_ip = 0\n  max_connections = 5\n}", []string{
+			`t.hcl:7:3: error: The max_message_size is invalid: the size "lots" does not start with a number.`,
+			`t.hcl:8:3: error: The timeout is invalid: the duration "forever" is not a number followed by a unit (such as 30s, 10m, 1d12h).`,
+			`t.hcl:10:3: warning: The max_connections (5) is smaller than the default max_connections_per_ip (10), so only max_connections applies.`}},
+		{"inbound wrong types", false, "inbound {\n  bindings = [\"127.0.0.1:0\"]\n  x509_certificate_name = \"mx_1.example.com\"\n  max_recipients = \"many\"\n}", []string{
+			`t.hcl:8:3: error: The x509_certificate_name "mx_1.example.com" is not a fully qualified domain name.`,
+			`t.hcl:9:21: error: The value of max_recipients has the wrong type: a number is required.`}},
+		{"inbound without domains", true, "hostname = \"mail.example.com\"\ninbound {\n}", []string{
+			`t.hcl:2:1: error: Inbound mail is enabled but the domains list is empty, so there is nothing to receive mail for; list the local domains in domains.`,
+			`t.hcl:2:1: warning: No certificate block is declared, so inbound SMTP cannot offer STARTTLS and mail from other servers arrives unencrypted; add a certificate covering "mail.example.com".`}},
+		{"inbound without certificate is only a warning", true, "hostname = \"mail.example.com\"\ndomains = [\"example.com\"]\ninbound {\n}", []string{
+			`t.hcl:3:1: warning: No certificate block is declared, so inbound SMTP cannot offer STARTTLS and mail from other servers arrives unencrypted; add a certificate covering "mail.example.com".`}},
+		{"inbound name not covered, port not 25", false, "inbound {\n  x509_certificate_name = \"mx.example.org\"\n  bindings = [\"127.0.0.1:2525\"]\n}", []string{
+			`t.hcl:7:3: warning: No certificate covers x509_certificate_name "mx.example.org", so inbound SMTP cannot offer STARTTLS and mail from other servers arrives unencrypted.`,
+			`t.hcl:8:3: warning: No binding is on port 25, the only port other servers deliver to; that is right only if a NAT or container port map forwards it.`}},
+		{"inbound default name not covered", true, "hostname = \"mail.example.com\"\ndomains = [\"example.com\"]\ncertificate \"o\" {\n  cert_file = \"other.crt\"\n  key_file = \"other.key\"\n}\ninbound {\n}", []string{
+			`t.hcl:7:1: warning: No certificate covers the hostname "mail.example.com", which x509_certificate_name defaults to, so inbound SMTP cannot offer STARTTLS and mail from other servers arrives unencrypted.`}},
+
+		// send_as.
+		{"send_as rules", false, "mailbox \"alice@example.com\" {\n  password_hash = \"" + goodHash + "\"\n  aliases = [\"a.smith@example.com\"]\n  send_as = [\"Alice@Example.com\", \"alice@gmail.com\", \"bob@example.com\", \"b@example.com\", \"not an address\", \"ALICE@example.com\"]\n}\nmailbox \"bob@example.com\" {\n  password_hash = \"" + goodHash + "\"\n  aliases = [\"b@example.com\"]\n  send_as = []\n}\nmailbox \"carol@example.com\" {\n  password_hash = \"" + goodHash + "\"\n  submission = false\n  send_as = []\n}", []string{
+			`t.hcl:9:35: warning: The domain of send_as address "alice@gmail.com" is not listed in domains; keep it only if the owner of alice@example.com owns that address.`,
+			`t.hcl:9:54: warning: Mailbox alice@example.com may send as bob@example.com, the address of mailbox bob@example.com.`,
+			`t.hcl:9:73: warning: Mailbox alice@example.com may send as b@example.com, an alias of mailbox bob@example.com.`,
+			`t.hcl:9:90: error: Invalid send_as address: "not an address" is not an email address of the form local@domain.`,
+			`t.hcl:9:108: warning: The address alice@example.com is listed twice in the send_as of alice@example.com.`,
+			`t.hcl:14:3: warning: Mailbox bob@example.com may submit mail but its send_as list is empty, so every message it sends is refused; list its addresses, or set submission = false.`}},
+		{"send_as bad entries", false, "mailbox \"a@example.com\" {\n  password_hash = \"" + goodHash + "\"\n  send_as = [\"x@\", 5]\n}\nmailbox \"b@example.com\" {\n  password_hash = \"" + goodHash + "\"\n  send_as = \"b@example.com\"\n}", []string{
+			`t.hcl:8:14: error: Invalid send_as address: the domain of "x@" is not a valid DNS name.`,
+			`t.hcl:8:20: error: Invalid send_as address: "5" is not an email address of the form local@domain.`,
+			`t.hcl:12:14: error: The value of send_as has the wrong type: list of string required, but have string.`}},
+		{"send_as of a rejected mailbox names nobody", false, "mailbox \"bad name\" {\n  send_as = [\"bob@example.com\"]\n}\nmailbox \"bob@example.com\" {\n  password_hash = \"" + goodHash + "\"\n}", []string{
+			`t.hcl:6:9: error: Invalid mailbox name: "bad name" is not an email address of the form local@domain.`}},
 		{"mailbox flags wrong type", false, "mailbox \"a@example.com\" {\n  password_hash = \"" + goodHash + "\"\n  pop3 = \"maybe\"\n}", []string{
 			`t.hcl:8:11: error: The value of pop3 has the wrong type: a bool is required.`}},
 	}
