@@ -232,8 +232,8 @@ func (s *Store) OpenQueued(id uint64) (io.ReadCloser, error) {
 // record a delivery attempt or drop the recipients already delivered. fn
 // gets a copy and runs inside the transaction, so it must be quick and must
 // not do network I/O. ID and Size describe the stored body and are kept
-// whatever fn does; To must stay non-empty (Dequeue a finished entry).
-// ErrNotFound if the entry does not exist.
+// whatever fn does; To is deduplicated and must stay non-empty (Dequeue a
+// finished entry). ErrNotFound if the entry does not exist.
 func (s *Store) UpdateQueued(id uint64, fn func(*QueuedMessage)) error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		q, err := getQueued(tx, id)
