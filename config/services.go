@@ -453,13 +453,15 @@ func (p *parser) inbound(ri *rawInbound, env *serviceEnv, domainsOK bool, nDomai
 		vals, rng = defaultInboundBindings, ri.DefRange
 	}
 	var bs []binding
-	if p.ok(rng) {
+	bindingsOK := p.ok(rng)
+	if bindingsOK {
 		var d hcl.Diagnostics
 		bs, d = p.bindings(vals, rng, env.bound)
 		diags = append(diags, d...)
+		bindingsOK = !d.HasErrors() // a rejected entry may have been the port 25 one
 	}
 	in.Bindings = addrPorts(bs)
-	if len(bs) > 0 {
+	if bindingsOK && len(bs) > 0 {
 		on25 := false
 		for _, b := range bs {
 			if b.ap.Port() == 25 || b.ap.Port() == 0 {
