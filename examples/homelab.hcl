@@ -63,6 +63,60 @@ pop3 {
   banner = "mailpost POP3 ready"
 }
 
+submission {
+  # Mail clients send through here (RFC 6409). The attribute names are the
+  # POP3 block's; the comments name the Exchange Set-ReceiveConnector
+  # parameter of the "Client Frontend" connector each one mirrors.
+
+  # Exchange: -TlsCertificateName. Defaults to hostname.
+  x509_certificate_name = "mail.example.com"
+
+  # Implicit TLS, RFC 8314 (port 465), the form RFC 8314 prefers. Exchange
+  # has no such connector by default.
+  ssl_bindings = ["[::]:465", "0.0.0.0:465"]
+
+  # Exchange: -Bindings (port 587). Plain at first; STARTTLS (RFC 3207) is
+  # required before AUTH, like -AuthMechanism BasicAuthRequireTLS, so
+  # passwords never travel in clear.
+  unencrypted_or_tls_bindings = ["[::]:587", "0.0.0.0:587"]
+
+  # What clients are told to use, as in the pop3 block: FQDN:port:method,
+  # method ssl or tls (Exchange: -AdvertiseClientSettings). An empty,
+  # unencrypted method is an error here: there is no plain_text_login for
+  # submission.
+  external_connection_settings = ["mail.example.com:465:ssl", "mail.example.com:587:tls"]
+  internal_connection_settings = []
+
+  # Exchange: -MaxMessageSize, -MaxRecipientsPerMessage. Sizes take B, KB,
+  # MB, GB or KiB, MiB, GiB.
+  max_message_size = "35MiB"
+  max_recipients   = 100
+
+  # Exchange: -ConnectionInactivityTimeout. RFC 5321 section 4.5.3.2.7 asks
+  # for at least 5 minutes.
+  timeout = "5m"
+
+  # Exchange: -MaxInboundConnection, -MaxInboundConnectionPerSource.
+  max_connections        = 500
+  max_connections_per_ip = 20
+}
+
+# Receive mail from other servers for the domains above (the MX role, port
+# 25; Exchange's "Default Frontend" connector). Leave the block out to only
+# send and read. STARTTLS is offered when a certificate covers
+# x509_certificate_name and is never required: other servers may deliver
+# unencrypted (RFC 3207 section 4).
+inbound {
+  bindings               = ["[::]:25", "0.0.0.0:25"]  # Exchange: -Bindings
+  x509_certificate_name  = "mail.example.com"         # Exchange: -TlsCertificateName
+  max_message_size       = "35MiB"                    # Exchange: -MaxMessageSize
+  max_recipients         = 100                        # Exchange: -MaxRecipientsPerMessage
+  timeout                = "5m"                       # Exchange: -ConnectionInactivityTimeout
+  max_connections        = 500                        # Exchange: -MaxInboundConnection
+  max_connections_per_ip = 10                         # Exchange: -MaxInboundConnectionPerSource
+  rate_limit_per_ip      = 60                         # Exchange: -MessageRateLimit per IP; 0 = unlimited
+}
+
 # Mailboxes. Users log in with the full address. Make hashes with
 #   mailpost hash-password
 mailbox "alice@example.com" {
@@ -70,6 +124,10 @@ mailbox "alice@example.com" {
   pop3          = true                     # Exchange: PopEnabled
   aliases       = ["a.smith@example.com"]  # mail to these lands here too
   quota         = "2GiB"                   # deliveries beyond this are refused
+  submission    = true                     # may send through the submission block
+  # The addresses this mailbox may send as (MAIL FROM and From:); by
+  # default its address and aliases. Exchange: SendAs permission.
+  send_as       = ["alice@example.com", "a.smith@example.com"]
 }
 
 mailbox "admin@example.com" {

@@ -25,6 +25,18 @@ pop3 {
   external_connection_settings = ["mail.example.com:10995:ssl", "mail.example.com:10110:tls"]
 }
 
+# Send with any mail client, or:
+#
+#   curl -k --ssl-reqd --mail-from demo@example.com --mail-rcpt demo@example.com \
+#        -u demo@example.com:demo-password -T examples/welcome.eml smtps://127.0.0.1:10465/
+#
+# AUTH is accepted only over TLS. No inbound block here: port 25 needs root.
+submission {
+  ssl_bindings                 = ["127.0.0.1:10465"]   # implicit TLS (SMTPS)
+  unencrypted_or_tls_bindings  = ["127.0.0.1:10587"]   # plain text, upgraded with STARTTLS
+  external_connection_settings = ["mail.example.com:10465:ssl", "mail.example.com:10587:tls"]
+}
+
 # The password is "demo-password". Make your own hash with
 #   go run . hash-password
 mailbox "demo@example.com" {
