@@ -357,12 +357,17 @@ func (s *session) cmdQuit(arg string) error {
 			del = append(del, i)
 		}
 	}
+	var commitErr error
 	if len(del) > 0 {
-		if err := s.drop.Commit(del); err != nil {
-			s.log.Error("pop3 commit failed", "deleted", len(del), slog.Any("err", err))
-			s.reply("-ERR [" + CodeSysTemp + "] some deleted messages not removed")
-			return errQuit
-		}
+		commitErr = s.drop.Commit(del)
+	}
+	// Release the maildrop before replying: a client that reconnects the
+	// moment it reads the reply must not find its own lock still held.
+	s.closeDrop()
+	if commitErr != nil {
+		s.log.Error("pop3 commit failed", "deleted", len(del), slog.Any("err", commitErr))
+		s.reply("-ERR [" + CodeSysTemp + "] some deleted messages not removed")
+		return errQuit
 	}
 	s.log.Info("pop3 logout", "deleted", len(del))
 	s.replyf("+OK bye, %d messages left", len(s.msgs)-len(del))

@@ -141,11 +141,7 @@ func (s *session) serve() {
 	defer func() {
 		s.cancel()
 		s.raw.Close()
-		if s.drop != nil {
-			if err := s.drop.Close(); err != nil {
-				s.log.Error("pop3 closing maildrop", slog.Any("err", err))
-			}
-		}
+		s.closeDrop()
 		s.log.Debug("pop3 session end", "duration", time.Since(start).Round(time.Millisecond))
 	}()
 
@@ -194,6 +190,17 @@ func (s *session) serve() {
 			return
 		}
 	}
+}
+
+// closeDrop releases the maildrop (and its lock) once.
+func (s *session) closeDrop() {
+	if s.drop == nil {
+		return
+	}
+	if err := s.drop.Close(); err != nil {
+		s.log.Error("pop3 closing maildrop", slog.Any("err", err))
+	}
+	s.drop = nil
 }
 
 func (s *session) greeting() string {
