@@ -7,17 +7,12 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
-	"os/signal"
-	"runtime/pprof"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -37,6 +32,9 @@ Usage:
   mailpost check          [-config FILE]     validate the file: every problem, FILE:LINE:COL
   mailpost settings       [-config FILE]     effective settings, certificates, mailboxes
   mailpost status         [-config FILE]     ask the running server how it is
+  mailpost reload         [-config FILE]     make the running server re-read its file now
+  mailpost config history [-config FILE]     the recorded config revisions
+  mailpost config show REV [-config FILE]    print one recorded revision
   mailpost deliver -to ADDR [-config FILE] < message
   mailpost hash-password                     read a password (no echo, or stdin), print its hash
 
@@ -54,6 +52,14 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cmd, args := args[0], args[1:]
+	if cmd == "config" {
+		// Two-word commands: "config history", "config show REV".
+		if len(args) == 0 || (args[0] != "history" && args[0] != "show") {
+			fmt.Fprintf(stderr, "mailpost config: want \"history\" or \"show REV\"\n\n%s", usage)
+			return 2
+		}
+		cmd, args = "config "+args[0], args[1:]
+	}
 	fs := flag.NewFlagSet("mailpost "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "mailpost.hcl", "configuration file")
@@ -66,7 +72,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		logLevel = fs.String("log-level", "info", "debug, info, warn or error")
 	case "deliver":
 		to = fs.String("to", "", "recipient address (a mailbox or an alias)")
-	case "check", "settings", "status", "hash-password":
+	case "check", "settings", "status", "hash-password", "reload", "config history", "config show":
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -74,11 +80,25 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mailpost: unknown command %q\n\n%s", cmd, usage)
 		return 2
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	// Flags may come before or after positional arguments
+	// ("config show 3 -config f" as well as "config show -config f 3").
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return 2
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "mailpost %s: unexpected argument %q\n", cmd, fs.Arg(0))
+	wantArgs := 0
+	if cmd == "config show" {
+		wantArgs = 1
+	}
+	if len(positional) != wantArgs {
+		fmt.Fprintf(stderr, "mailpost %s: wrong arguments %q\n", cmd, positional)
 		return 2
 	}
 
@@ -96,6 +116,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdDeliver(*cfgPath, *to, stdin, stdout, stderr)
 	case "hash-password":
 		err = cmdHashPassword(stdin, stdout, stderr)
+	case "reload":
+		return cmdReload(*cfgPath, stdout, stderr)
+	case "config history":
+		err = cmdConfigHistory(*cfgPath, stdout, stderr)
+	case "config show":
+		err = cmdConfigShow(*cfgPath, positional[0], stdout, stderr)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "mailpost %s: %v\n", cmd, err)
@@ -146,60 +172,6 @@ func openStore(cfg *config.Config) (*storage.Store, error) {
 	return st, nil
 }
 
-func cmdServe(path, level string, stderr io.Writer) error {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return fmt.Errorf("-log-level: %w", err)
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
-	cfg, err := loadConfig(path, stderr)
-	if err != nil {
-		return err
-	}
-	st, err := openStore(cfg)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	if path := os.Getenv("MAILPOST_CPUPROFILE"); path != "" {
-		// A profiling knob for benchmarks: CPU profile of the whole run.
-		f, err := os.Create(path)
-		if err != nil {
-			return err
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer func() { pprof.StopCPUProfile(); f.Close() }()
-	}
-	var opt server.Options
-	// A benchmarking knob, not a setting: measure logins that pay the full
-	// password hash every time.
-	if os.Getenv("MAILPOST_AUTH_CACHE") == "off" {
-		opt.Verifier.CacheTTL = -1
-		log.Warn("password verification cache disabled by MAILPOST_AUTH_CACHE=off")
-	}
-	srv, err := server.New(cfg, st, log, opt)
-	if err != nil {
-		return err
-	}
-	if err := srv.Start(); err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	<-ctx.Done()
-	log.Info("shutting down: draining sessions")
-	sctx, cancel := context.WithTimeoutCause(context.Background(), 30*time.Second,
-		errors.New("sessions did not finish within 30s"))
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("shutdown incomplete", "err", err, "cause", context.Cause(sctx))
-	}
-	log.Info("stopped")
-	return nil
-}
-
 func cmdSettings(path string, stdout, stderr io.Writer) error {
 	cfg, err := loadConfig(path, stderr)
 	if err != nil {
@@ -229,11 +201,8 @@ func cmdSettings(path string, stdout, stderr io.Writer) error {
 }
 
 func cmdStatus(path string, stdout, stderr io.Writer) error {
-	cfg, err := loadConfig(path, stderr)
-	if err != nil {
-		return err
-	}
-	st, err := server.NewClient(cfg.DataDir).Status()
+	// The file may be mid-edit and broken; status must still answer.
+	st, err := server.NewClient(peekDataDir(path)).Status()
 	if err != nil {
 		return err
 	}
@@ -241,6 +210,23 @@ func cmdStatus(path string, stdout, stderr io.Writer) error {
 		st.Hostname, st.Started.Format(time.RFC3339), st.ConfigRevision, st.ConfigSHA256, st.POP3Sessions)
 	for _, l := range st.Listeners {
 		fmt.Fprintf(stdout, "  %-6s %s\n", l.Proto, l.Addr)
+	}
+	fmt.Fprintf(stdout, "reloads          %d applied, %d unchanged, %d refused\n", st.Reloads.OK, st.Reloads.NoOp, st.Reloads.Failed)
+	if r := st.LastReload; r != nil {
+		outcome := "applied"
+		switch {
+		case !r.OK:
+			outcome = "REFUSED: " + r.Error
+		case !r.Changed:
+			outcome = "nothing changed"
+		}
+		fmt.Fprintf(stdout, "last reload      %s (%s) %s\n", r.Time.Format(time.RFC3339), r.Trigger, outcome)
+		if !r.OK && r.Diagnostics != "" {
+			fmt.Fprint(stdout, r.Diagnostics)
+		}
+	}
+	if st.Degraded != "" {
+		fmt.Fprintf(stdout, "WARNING          %s\n", st.Degraded)
 	}
 	return nil
 }

@@ -96,6 +96,8 @@ func testCA(t *testing.T, dir string, names ...string) (caFile, certFile, keyFil
 		}
 	}
 	write(caFile, "CERTIFICATE", caDER)
+	caKeyDER, _ := x509.MarshalECPrivateKey(caKey)
+	write(filepath.Join(dir, "ca-key.pem"), "EC PRIVATE KEY", caKeyDER)
 	write(certFile, "CERTIFICATE", leafDER)
 	write(keyFile, "EC PRIVATE KEY", keyDER)
 	return caFile, certFile, keyFile

@@ -107,6 +107,7 @@ type Status struct {
 	Reloads        ReloadCounts   `json:"reloads"`
 	Listeners      []ListenerInfo `json:"listeners"`
 	POP3Sessions   int            `json:"pop3_sessions"`
+	SMTPSessions   int            `json:"smtp_sessions"`
 }
 
 // Status reports the running state.
@@ -127,6 +128,7 @@ func (s *Server) Status() Status {
 		ConfigSHA256:   rt.rev.SHA256,
 		Listeners:      s.Listeners(),
 		POP3Sessions:   s.pop3.Stats().Sessions,
+		SMTPSessions:   s.subm.Stats().Sessions + s.inbound.Stats().Sessions,
 	}
 }
 

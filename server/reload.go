@@ -12,6 +12,7 @@ import (
 
 	"mailpost/certs"
 	"mailpost/config"
+	"mailpost/smtpauth"
 )
 
 // ReloadResult is the outcome of one reload attempt, kept for `mailpost
@@ -127,6 +128,8 @@ func (s *Server) apply(cfg *config.Config) (bool, uint64, error) {
 	}
 	s.cur.Store(rt)
 	s.pop3.SetSettings(s.pop3Settings(rt))
+	s.subm.SetSettings(s.smtpSettings(rt, smtpauth.Submission))
+	s.inbound.SetSettings(s.smtpSettings(rt, smtpauth.Inbound))
 	return true, rt.rev.Seq, nil
 }
 

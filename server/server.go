@@ -26,6 +26,7 @@ import (
 	"mailpost/certs"
 	"mailpost/config"
 	"mailpost/pop3"
+	"mailpost/smtpauth"
 	"mailpost/storage"
 )
 
@@ -45,6 +46,8 @@ type Server struct {
 	verifier *auth.Verifier
 	throttle *auth.Throttle
 	pop3     *pop3.Server
+	subm     *smtpauth.Server // submission: 465 and 587
+	inbound  *smtpauth.Server // MX: 25
 	started  time.Time
 
 	cur atomic.Pointer[runtime]
@@ -78,7 +81,7 @@ type listener struct {
 	key   string // the address as configured (plus #n for repeated port 0)
 	addr  netip.AddrPort
 	ln    net.Listener
-	proto atomic.Pointer[string] // "pop3s" or "pop3"
+	proto atomic.Pointer[string] // "pop3s", "pop3", "submissions", "submission" or "smtp"
 }
 
 // Options tune parts of the server that tests and benchmarks need to reach.
@@ -107,6 +110,8 @@ func New(cfg *config.Config, store *storage.Store, log *slog.Logger, opt Options
 	}
 	s.cur.Store(rt)
 	s.pop3 = pop3.NewServer(pop3Backend{s}, s.pop3Settings(rt), log.With("proto", "pop3"))
+	s.subm = smtpauth.NewServer(smtpBackend{s}, s.smtpSettings(rt, smtpauth.Submission), log.With("proto", "submission"))
+	s.inbound = smtpauth.NewServer(smtpBackend{s}, s.smtpSettings(rt, smtpauth.Inbound), log.With("proto", "smtp"))
 	return s, nil
 }
 
@@ -143,7 +148,7 @@ func (s *Server) pop3Settings(rt *runtime) *pop3.Settings {
 	return &pop3.Settings{
 		Hostname:            rt.cfg.Hostname,
 		Banner:              p.Banner,
-		TLSConfig:           certs.ServerTLSConfig(s.getCertificate),
+		TLSConfig:           s.tlsConfig("pop3"),
 		AllowInsecureAuth:   p.LoginType == config.PlainTextLogin,
 		PreAuthTimeout:      p.PreAuthenticatedTimeout,
 		AuthTimeout:         p.AuthenticatedTimeout,
@@ -153,13 +158,63 @@ func (s *Server) pop3Settings(rt *runtime) *pop3.Settings {
 	}
 }
 
-func (s *Server) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	rt := s.cur.Load()
-	fallback := rt.cfg.Hostname
-	if rt.cfg.POP3 != nil && rt.cfg.POP3.X509CertificateName != "" {
-		fallback = rt.cfg.POP3.X509CertificateName
+// smtpSettings is the per-connection view of the submission or inbound
+// block.
+func (s *Server) smtpSettings(rt *runtime, mode smtpauth.Mode) *smtpauth.Settings {
+	st := &smtpauth.Settings{Mode: mode, Hostname: rt.cfg.Hostname}
+	switch sub, in := rt.cfg.Submission, rt.cfg.Inbound; {
+	case mode == smtpauth.Submission && sub != nil:
+		st.TLSConfig = s.tlsConfig("submission")
+		st.MaxMessageBytes, st.MaxRecipients = sub.MaxMessageSize, sub.MaxRecipients
+		st.ReadTimeout, st.WriteTimeout = sub.Timeout, sub.Timeout
+		st.MaxConnections, st.MaxConnectionsPerIP = sub.MaxConnections, sub.MaxConnectionsPerIP
+	case mode == smtpauth.Inbound && in != nil:
+		// STARTTLS on port 25 is opportunistic: offered when a pool
+		// certificate covers the name, never required.
+		if rt.pool.ForName(in.X509CertificateName) != nil {
+			st.TLSConfig = s.tlsConfig("inbound")
+		}
+		st.MaxMessageBytes, st.MaxRecipients = in.MaxMessageSize, in.MaxRecipients
+		st.ReadTimeout, st.WriteTimeout = in.Timeout, in.Timeout
+		st.MaxConnections, st.MaxConnectionsPerIP = in.MaxConnections, in.MaxConnectionsPerIP
+		st.RateLimitPerIP = in.RateLimitPerIP
 	}
-	return rt.pool.Get(hello, fallback)
+	return st
+}
+
+// tlsConfig picks certificates from whatever pool is current at handshake
+// time, by SNI, falling back to the service's x509_certificate_name (as
+// read from the current config) for clients that send none.
+func (s *Server) tlsConfig(service string) *tls.Config {
+	return certs.ServerTLSConfig(func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		rt := s.cur.Load()
+		return rt.pool.Get(hello, certName(rt.cfg, service))
+	})
+}
+
+// certName is a service's x509_certificate_name, or the hostname when the
+// block is gone (a reload removed it while one of its sessions still
+// negotiates STARTTLS).
+func certName(cfg *config.Config, service string) string {
+	name := ""
+	switch service {
+	case "pop3":
+		if cfg.POP3 != nil {
+			name = cfg.POP3.X509CertificateName
+		}
+	case "submission":
+		if cfg.Submission != nil {
+			name = cfg.Submission.X509CertificateName
+		}
+	case "inbound":
+		if cfg.Inbound != nil {
+			name = cfg.Inbound.X509CertificateName
+		}
+	}
+	if name == "" {
+		return cfg.Hostname
+	}
+	return name
 }
 
 // Start opens every listener of the current config and the control socket.
@@ -200,6 +255,19 @@ func wantedListeners(cfg *config.Config) map[string]binding {
 		}
 		for _, a := range p.UnencryptedOrTLSBindings {
 			add("pop3", a)
+		}
+	}
+	if p := cfg.Submission; p != nil {
+		for _, a := range p.SSLBindings {
+			add("submissions", a)
+		}
+		for _, a := range p.UnencryptedOrTLSBindings {
+			add("submission", a)
+		}
+	}
+	if p := cfg.Inbound; p != nil {
+		for _, a := range p.Bindings {
+			add("smtp", a)
 		}
 	}
 	return want
@@ -290,6 +358,12 @@ func (s *Server) accept(l *listener) {
 				s.pop3.ServeConn(c, true, name)
 			case "pop3":
 				s.pop3.ServeConn(c, false, name)
+			case "submissions":
+				s.subm.ServeConn(c, true, name)
+			case "submission":
+				s.subm.ServeConn(c, false, name)
+			case "smtp":
+				s.inbound.ServeConn(c, false, name)
 			default:
 				s.log.Error("no server for protocol", "proto", proto)
 				c.Close()
@@ -350,12 +424,27 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		errs = append(errs, ctl.shutdown(ctx))
 	}
 	s.closeListeners()
-	if err := s.pop3.Shutdown(ctx); err != nil {
-		// Out of time: cut what is left. Deletions are only ever applied
-		// by a completed QUIT, so nothing is half-done.
-		errs = append(errs, err)
-		s.pop3.Close()
+	// Drain all protocols at once, each within ctx; out of time, cut what
+	// is left. Deletions are only applied by a completed QUIT and a message
+	// is only acknowledged once stored, so nothing is half-done.
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, p := range []interface {
+		Shutdown(context.Context) error
+		Close() error
+	}{s.pop3, s.subm, s.inbound} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.Shutdown(ctx); err != nil {
+				p.Close()
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
 	}
+	wg.Wait()
 	s.wg.Wait()
 	return errors.Join(errs...)
 }

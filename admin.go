@@ -1,0 +1,102 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"time"
+
+	"mailpost/server"
+	"mailpost/storage"
+)
+
+// cmdReload asks the running server to re-read its file, and prints the
+// outcome with any diagnostics. Exit 1 when the edit was refused.
+func cmdReload(path string, stdout, stderr io.Writer) int {
+	res, err := server.NewClient(dataDirFor(path)).Reload()
+	if err != nil {
+		fmt.Fprintf(stderr, "mailpost reload: %v\n", err)
+		return 1
+	}
+	fmt.Fprint(stderr, res.Diagnostics)
+	switch {
+	case !res.OK:
+		fmt.Fprintf(stderr, "mailpost reload: refused: %s\n", res.Error)
+		return 1
+	case !res.Changed:
+		fmt.Fprintf(stdout, "nothing changed (revision %d still running)\n", res.Revision)
+	default:
+		fmt.Fprintf(stdout, "reloaded: revision %d running (%s)\n", res.Revision, res.Duration.Round(time.Microsecond))
+	}
+	return 0
+}
+
+// dataDirFor finds data_dir even when the file does not validate, because
+// reload and history are exactly what one runs after a bad edit.
+func dataDirFor(path string) string { return peekDataDir(path) }
+
+// withRevisions reads revisions from the running server when there is
+// one, else straight from the store.
+func withRevisions(path string, running func(*server.Client) error, offline func(*storage.Store) error) error {
+	dir := dataDirFor(path)
+	c := server.NewClient(dir)
+	if c.Running() {
+		return running(c)
+	}
+	db := server.DatabasePath(dir)
+	if _, err := os.Stat(db); err != nil {
+		return fmt.Errorf("no running server and no database at %s", db)
+	}
+	st, err := storage.Open(db)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	return offline(st)
+}
+
+func cmdConfigHistory(path string, stdout, stderr io.Writer) error {
+	show := func(revs []storage.Revision) error {
+		fmt.Fprintf(stdout, "%-5s  %-25s  %s\n", "REV", "RECORDED", "SHA-256")
+		for _, r := range revs {
+			fmt.Fprintf(stdout, "%-5d  %-25s  %s\n", r.Seq, r.Time.Local().Format(time.RFC3339), r.SHA256)
+		}
+		return nil
+	}
+	return withRevisions(path, func(c *server.Client) error {
+		revs, err := c.Revisions()
+		if err != nil {
+			return err
+		}
+		return show(revs)
+	}, func(st *storage.Store) error {
+		revs, err := st.Revisions()
+		if err != nil {
+			return err
+		}
+		return show(revs)
+	})
+}
+
+func cmdConfigShow(path, arg string, stdout, stderr io.Writer) error {
+	seq, err := strconv.ParseUint(arg, 10, 64)
+	if err != nil {
+		return errors.New("REV must be a revision number (see `mailpost config history`)")
+	}
+	var rev storage.Revision
+	err = withRevisions(path, func(c *server.Client) error {
+		rev, err = c.Revision(seq)
+		return err
+	}, func(st *storage.Store) error {
+		rev, err = st.Revision(seq)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "# revision %d, recorded %s, sha256 %s\n", rev.Seq, rev.Time.Local().Format(time.RFC3339), rev.SHA256)
+	stdout.Write(rev.Source)
+	return nil
+}

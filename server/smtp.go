@@ -1,0 +1,121 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+
+	"mailpost/config"
+	"mailpost/smtpauth"
+	"mailpost/storage"
+)
+
+// smtpBackend is the policy behind submission and inbound SMTP: who may
+// authenticate and send as what, which recipients are local, and where an
+// accepted message goes.
+type smtpBackend struct{ s *Server }
+
+var _ smtpauth.Backend = smtpBackend{}
+
+func (b smtpBackend) Login(ctx context.Context, ci smtpauth.ConnInfo, username, password string) (*smtpauth.Account, error) {
+	mb, err := b.s.checkPassword(ctx, ci.Remote.Addr(), username, password)
+	if errors.Is(err, errBadCredentials) {
+		return nil, smtpauth.ErrAuthFailed
+	} else if err != nil {
+		return nil, err
+	}
+	if !mb.Submission {
+		return nil, smtpauth.ErrAccessDisabled
+	}
+	return &smtpauth.Account{Name: mb.Address, SendAs: mb.SendAs}, nil
+}
+
+// Recipient accepts a local mailbox or alias (with room for the announced
+// size), and an outside address only from an authenticated sender: inbound
+// mail for other domains is relaying and refused.
+func (b smtpBackend) Recipient(ctx context.Context, ci smtpauth.ConnInfo, acct *smtpauth.Account, rcpt string, sizeHint int64) error {
+	cfg := b.s.cur.Load().cfg
+	addr := strings.ToLower(rcpt)
+	_, domain, _ := strings.Cut(addr, "@")
+	if !cfg.IsLocalDomain(domain) {
+		if acct == nil {
+			return smtpauth.ErrRelayDenied
+		}
+		return nil
+	}
+	mb := cfg.Mailbox(addr)
+	if mb == nil {
+		return smtpauth.ErrUnknownRecipient
+	}
+	if mb.Quota > 0 {
+		_, used, err := b.s.store.Usage(mb.Address)
+		if err != nil {
+			return err
+		}
+		if used+sizeHint > mb.Quota {
+			return smtpauth.ErrQuotaExceeded
+		}
+	}
+	return nil
+}
+
+// Deliver stores the message for every local recipient and queues it for
+// the outside ones, in one transaction: the 250 that follows means all of
+// it is on disk, and a refusal means none of it is.
+func (b smtpBackend) Deliver(ctx context.Context, ci smtpauth.ConnInfo, env *smtpauth.Envelope, msg io.Reader) error {
+	cfg := b.s.cur.Load().cfg
+	var local, remote []string
+	seen := map[string]bool{}
+	for _, rcpt := range env.To {
+		addr := strings.ToLower(rcpt)
+		_, domain, _ := strings.Cut(addr, "@")
+		if !cfg.IsLocalDomain(domain) {
+			remote = append(remote, rcpt)
+			continue
+		}
+		mb := cfg.Mailbox(addr)
+		if mb == nil {
+			// Vetted at RCPT; the config changed since.
+			return smtpauth.ErrUnknownRecipient
+		}
+		if !seen[mb.Address] {
+			seen[mb.Address] = true
+			local = append(local, mb.Address)
+		}
+	}
+	sub := storage.Submission{Local: local, LocalOpt: func(mailbox string) storage.DeliverOptions {
+		// The size limit is the protocol layer's (it counts the octets
+		// on the wire); the store enforces quotas.
+		return storage.DeliverOptions{Quota: quotaOf(cfg, mailbox)}
+	}}
+	if len(remote) > 0 {
+		if env.Account == "" {
+			return smtpauth.ErrRelayDenied
+		}
+		sub.Outbound = &storage.Outbound{From: env.From, To: remote, Account: env.Account}
+	}
+	res, err := b.s.store.Submit(msg, sub)
+	switch {
+	case errors.Is(err, storage.ErrQuotaExceeded):
+		return smtpauth.ErrQuotaExceeded
+	case errors.Is(err, storage.ErrTooLarge):
+		return smtpauth.ErrTooLarge
+	case err != nil:
+		return err
+	}
+	queued := uint64(0)
+	if res.Queued != nil {
+		queued = res.Queued.ID
+	}
+	b.s.log.Info("message accepted", "id", env.ID, "from", env.From, "account", env.Account,
+		"local", len(local), "remote", len(remote), "queue_id", queued)
+	return nil
+}
+
+func quotaOf(cfg *config.Config, mailbox string) int64 {
+	if mb := cfg.Mailbox(mailbox); mb != nil {
+		return mb.Quota
+	}
+	return 0
+}
