@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/hashicorp/hcl/v2"
@@ -44,8 +45,18 @@ func TestExamples(t *testing.T) {
 				if cfg == nil || len(diags) != 0 {
 					t.Fatalf("quickstart.hcl must load without diagnostics:\n%s", buf.String())
 				}
-				if cfg.POP3 == nil || len(cfg.Certificates) == 0 || len(cfg.Mailboxes) == 0 {
-					t.Errorf("quickstart.hcl lost its pop3 block, certificate or mailbox: %+v", cfg)
+				if cfg.POP3 == nil || cfg.Submission == nil || len(cfg.Certificates) == 0 || len(cfg.Mailboxes) == 0 {
+					t.Errorf("quickstart.hcl lost its pop3 or submission block, certificate or mailbox: %+v", cfg)
+				}
+				// Everything on loopback high ports, so it runs without root.
+				if cfg.Inbound != nil {
+					t.Errorf("quickstart.hcl has an inbound block; port 25 needs root")
+				}
+				for _, ap := range append(append(slices.Clone(cfg.POP3.SSLBindings), cfg.POP3.UnencryptedOrTLSBindings...),
+					append(slices.Clone(cfg.Submission.SSLBindings), cfg.Submission.UnencryptedOrTLSBindings...)...) {
+					if !ap.Addr().IsLoopback() || ap.Port() < 1024 {
+						t.Errorf("quickstart.hcl binds %s, not a loopback high port", ap)
+					}
 				}
 				return
 			}

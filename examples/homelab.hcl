@@ -71,7 +71,7 @@ submission {
   # Exchange: -TlsCertificateName. Defaults to hostname.
   x509_certificate_name = "mail.example.com"
 
-  # Implicit TLS, RFC 8314 (port 465), the form RFC 8314 prefers. Exchange
+  # Implicit TLS on port 465, which RFC 8314 prefers. Exchange
   # has no such connector by default.
   ssl_bindings = ["[::]:465", "0.0.0.0:465"]
 

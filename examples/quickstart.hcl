@@ -27,7 +27,7 @@ pop3 {
 
 # Send with any mail client, or:
 #
-#   curl -k --ssl-reqd --mail-from demo@example.com --mail-rcpt demo@example.com \
+#   curl -k --mail-from demo@example.com --mail-rcpt demo@example.com \
 #        -u demo@example.com:demo-password -T examples/welcome.eml smtps://127.0.0.1:10465/
 #
 # AUTH is accepted only over TLS. No inbound block here: port 25 needs root.
