@@ -167,8 +167,10 @@ func (w *Watcher) Events() <-chan Event { return w.events }
 
 // SetPaths replaces the watched set, e.g. after a reload that names other
 // certificate files. Paths kept from the old set keep their watches, so
-// their changes are not lost across the call. A new path is watched when
-// SetPaths returns: read it after that, not before, and no change is lost.
+// their changes are not lost across the call. A path new to the set is
+// watched when SetPaths returns and is reported once in the next Event,
+// because the caller has usually read it before calling SetPaths and a
+// change in between would otherwise be lost.
 // Errors are as for New, except that the watcher keeps running (on the
 // poller, for the directories that could not be added).
 func (w *Watcher) SetPaths(paths []string) error {
@@ -283,7 +285,7 @@ func (w *Watcher) handle(ev fsnotify.Event) {
 	if len(hit) == 0 {
 		return
 	}
-	w.log.Debug("watch: change", "name", name, "op", ev.Op.String())
+	w.log.Debug("watch: change", "name", name, "op", ev.Op)
 	w.mark(hit, time.Now())
 	// Creates, removes and renames can change where a path leads (a swapped
 	// symlink, a re-created directory): follow it now, before the Event
@@ -377,16 +379,25 @@ func (w *Watcher) setTargets(ts []*target) error {
 	for _, t := range w.targets {
 		old[t.abs] = t
 	}
+	var added []*target
 	for i, t := range ts {
 		if o, ok := old[t.abs]; ok {
 			// Keep what was seen last, so a change racing this call is
 			// still compared against it.
 			o.name = t.name
 			ts[i] = o
+		} else {
+			added = append(added, t)
 		}
 	}
 	w.targets = ts
-	return w.refresh(nil)
+	err := w.refresh(nil)
+	// The caller has likely read a new path already (the config naming it
+	// had to be loaded first), before it was watched. Report it once, so a
+	// change in that gap is re-read; with the caller's hash check this is
+	// free when nothing changed.
+	w.mark(added, time.Now())
+	return err
 }
 
 // refresh resolves every target, makes the fsnotify watches match and marks

@@ -1,12 +1,16 @@
 package watch
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -266,7 +270,9 @@ func TestManyFilesAndSetPaths(t *testing.T) {
 	if err := w.SetPaths([]string{cfg, c2, k2, c3, k3}); err != nil {
 		t.Fatal(err)
 	}
-	waitContent(t, w, cfg, "cfg1")
+	// The new pair is reported once, unchanged, in case it changed between
+	// the caller's read and the call.
+	waitContent(t, w, cfg, "cfg1", c3, "three chain", k3, "three key")
 
 	renameReplace(t, c3, "three renewed")
 	waitContent(t, w, c3, "three renewed")
@@ -385,7 +391,10 @@ func TestFSNotifyErrors(t *testing.T) {
 	a, b := filepath.Join(dir, "a.pem"), filepath.Join(dir, "b.pem")
 	write(t, a, "a")
 	write(t, b, "b")
-	w := start(t, []string{a, b}, fsOpts())
+	var logs lockedBuffer
+	o := fsOpts()
+	o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	w := start(t, []string{a, b}, o)
 
 	w.fsw.Errors <- errors.New("some transient error")
 	w.fsw.Errors <- fsnotify.ErrEventOverflow
@@ -395,6 +404,27 @@ func TestFSNotifyErrors(t *testing.T) {
 	}
 	write(t, b, "b2")
 	waitContent(t, w, b, "b2")
+	if s := logs.String(); !strings.Contains(s, "some transient error") || !strings.Contains(s, "overflow") {
+		t.Errorf("errors not logged:\n%s", s)
+	}
+}
+
+// lockedBuffer is a log sink the watcher goroutine and the test can share.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // Relative paths are reported as given.
