@@ -113,9 +113,13 @@ type setRequest struct {
 
 // New starts watching paths. A path need not exist, nor its parent: the
 // nearest existing ancestor directory is watched for it, and every level
-// that appears is followed. New returns an error for an empty path, when
-// inotify cannot be set up, or when adding an existing directory fails
-// (e.g. the inotify watch limit); in that case nothing is left running.
+// that appears is followed.
+//
+// New fails for an empty path or "/", when inotify cannot be set up, or when
+// both fsnotify and polling are disabled. A directory fsnotify refuses to
+// watch (the inotify watch limit, permissions) is logged and left to the
+// poller, which retries the watch on every poll; only with polling disabled
+// is that an error. On error nothing is left running.
 func New(paths []string, o Options) (*Watcher, error) {
 	ts, err := makeTargets(paths)
 	if err != nil {
@@ -142,6 +146,9 @@ func New(paths []string, o Options) (*Watcher, error) {
 	if w.log == nil {
 		w.log = slog.New(slog.DiscardHandler)
 	}
+	if o.DisableFSNotify && w.poll < 0 {
+		return nil, errors.New("watch: fsnotify and polling both disabled")
+	}
 	if !o.DisableFSNotify {
 		w.fsw, err = fsnotify.NewWatcher()
 		if err != nil {
@@ -150,7 +157,7 @@ func New(paths []string, o Options) (*Watcher, error) {
 	}
 	w.timer = time.NewTimer(time.Hour)
 	w.timer.Stop()
-	if err := w.refresh(nil); err != nil {
+	if err := w.checkRefresh(w.refresh(nil)); err != nil {
 		if w.fsw != nil {
 			_ = w.fsw.Close()
 		}
@@ -171,8 +178,7 @@ func (w *Watcher) Events() <-chan Event { return w.events }
 // watched when SetPaths returns and is reported once in the next Event,
 // because the caller has usually read it before calling SetPaths and a
 // change in between would otherwise be lost.
-// Errors are as for New, except that the watcher keeps running (on the
-// poller, for the directories that could not be added).
+// Errors are as for New, except that the watcher keeps running.
 func (w *Watcher) SetPaths(paths []string) error {
 	ts, err := makeTargets(paths)
 	if err != nil {
@@ -306,8 +312,18 @@ func (w *Watcher) handleError(err error) {
 
 func (w *Watcher) logRefresh(err error) {
 	if err != nil {
-		w.log.Warn("watch: cannot watch directory; polling covers it", "err", err)
+		w.log.Warn("watch: cannot watch directory", "err", err, "polling", w.poll > 0)
 	}
+}
+
+// checkRefresh turns a failed watch into an error for New and SetPaths only
+// when no poller covers it; otherwise it is logged.
+func (w *Watcher) checkRefresh(err error) error {
+	if err == nil || w.poll < 0 {
+		return err
+	}
+	w.logRefresh(err)
+	return nil
 }
 
 // mark schedules ts for the next Event.
@@ -391,7 +407,7 @@ func (w *Watcher) setTargets(ts []*target) error {
 		}
 	}
 	w.targets = ts
-	err := w.refresh(nil)
+	err := w.checkRefresh(w.refresh(nil))
 	// The caller has likely read a new path already (the config naming it
 	// had to be loaded first), before it was watched. Report it once, so a
 	// change in that gap is re-read; with the caller's hash check this is

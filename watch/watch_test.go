@@ -444,6 +444,10 @@ func TestBadPaths(t *testing.T) {
 			t.Errorf("New(%q) succeeded", paths)
 		}
 	}
+	if w, err := New(nil, Options{DisableFSNotify: true, PollInterval: -1}); err == nil {
+		w.Close()
+		t.Error("New with nothing to watch with succeeded")
+	}
 	w := start(t, nil, fsOpts())
 	if err := w.SetPaths([]string{"ok", ""}); err == nil {
 		t.Error("SetPaths with an empty path succeeded")
