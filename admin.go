@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"mailpost/server"
@@ -37,9 +38,9 @@ func cmdReload(path string, stdout, stderr io.Writer) int {
 // reload and history are exactly what one runs after a bad edit.
 func dataDirFor(path string) string { return peekDataDir(path) }
 
-// withRevisions reads revisions from the running server when there is
-// one, else straight from the store.
-func withRevisions(path string, running func(*server.Client) error, offline func(*storage.Store) error) error {
+// withServerOrStore asks the running server when there is one, else reads
+// the store directly.
+func withServerOrStore(path string, running func(*server.Client) error, offline func(*storage.Store) error) error {
 	dir := dataDirFor(path)
 	c := server.NewClient(dir)
 	if c.Running() {
@@ -65,7 +66,7 @@ func cmdConfigHistory(path string, stdout, stderr io.Writer) error {
 		}
 		return nil
 	}
-	return withRevisions(path, func(c *server.Client) error {
+	return withServerOrStore(path, func(c *server.Client) error {
 		revs, err := c.Revisions()
 		if err != nil {
 			return err
@@ -86,7 +87,7 @@ func cmdConfigShow(path, arg string, stdout, stderr io.Writer) error {
 		return errors.New("REV must be a revision number (see `mailpost config history`)")
 	}
 	var rev storage.Revision
-	err = withRevisions(path, func(c *server.Client) error {
+	err = withServerOrStore(path, func(c *server.Client) error {
 		rev, err = c.Revision(seq)
 		return err
 	}, func(st *storage.Store) error {
@@ -99,4 +100,39 @@ func cmdConfigShow(path, arg string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stderr, "# revision %d, recorded %s, sha256 %s\n", rev.Seq, rev.Time.Local().Format(time.RFC3339), rev.SHA256)
 	stdout.Write(rev.Source)
 	return nil
+}
+
+// cmdQueue lists the outbound queue: mail for other domains waiting for
+// delivery (the delivery itself comes with the outbound issue).
+func cmdQueue(path string, stdout, stderr io.Writer) error {
+	show := func(q []storage.QueuedMessage) error {
+		if len(q) == 0 {
+			fmt.Fprintln(stdout, "the outbound queue is empty")
+			return nil
+		}
+		fmt.Fprintf(stdout, "%-6s  %-20s  %8s  %-25s  %-25s  %s\n", "ID", "QUEUED", "SIZE", "FROM", "TO", "ATTEMPTS / LAST ERROR")
+		for _, m := range q {
+			from := m.From
+			if from == "" {
+				from = "<>"
+			}
+			fmt.Fprintf(stdout, "%-6d  %-20s  %8d  %-25s  %-25s  %d %s\n", m.ID, m.Queued.Local().Format(time.DateTime),
+				m.Size, from, strings.Join(m.To, ","), m.Attempts, m.LastError)
+		}
+		fmt.Fprintf(stdout, "%d message(s)\n", len(q))
+		return nil
+	}
+	return withServerOrStore(path, func(c *server.Client) error {
+		q, err := c.Queue()
+		if err != nil {
+			return err
+		}
+		return show(q)
+	}, func(st *storage.Store) error {
+		q, err := st.Queue()
+		if err != nil {
+			return err
+		}
+		return show(q)
+	})
 }

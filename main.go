@@ -33,6 +33,7 @@ Usage:
   mailpost settings       [-config FILE]     effective settings, certificates, mailboxes
   mailpost status         [-config FILE]     ask the running server how it is
   mailpost reload         [-config FILE]     make the running server re-read its file now
+  mailpost queue          [-config FILE]     mail waiting for delivery to other domains
   mailpost config history [-config FILE]     the recorded config revisions
   mailpost config show REV [-config FILE]    print one recorded revision
   mailpost deliver -to ADDR [-config FILE] < message
@@ -72,7 +73,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		logLevel = fs.String("log-level", "info", "debug, info, warn or error")
 	case "deliver":
 		to = fs.String("to", "", "recipient address (a mailbox or an alias)")
-	case "check", "settings", "status", "hash-password", "reload", "config history", "config show":
+	case "check", "settings", "status", "hash-password", "reload", "config history", "config show", "queue":
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -120,6 +121,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdReload(*cfgPath, stdout, stderr)
 	case "config history":
 		err = cmdConfigHistory(*cfgPath, stdout, stderr)
+	case "queue":
+		err = cmdQueue(*cfgPath, stdout, stderr)
 	case "config show":
 		err = cmdConfigShow(*cfgPath, positional[0], stdout, stderr)
 	}

@@ -47,6 +47,7 @@ func startControl(s *Server, path string) (*controlServer, error) {
 	mux.HandleFunc("GET /v1/status", s.handleStatus)
 	mux.HandleFunc("GET /v1/settings", s.handleSettings)
 	mux.HandleFunc("POST /v1/reload", s.handleReload)
+	mux.HandleFunc("GET /v1/queue", s.handleQueue)
 	mux.HandleFunc("GET /v1/revisions", s.handleRevisions)
 	mux.HandleFunc("GET /v1/revisions/{seq}", s.handleRevision)
 	c := &controlServer{path: path, done: make(chan struct{}),
@@ -146,6 +147,15 @@ func (s *Server) handleSettings(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, s.ReloadFile("command"))
+}
+
+func (s *Server) handleQueue(w http.ResponseWriter, r *http.Request) {
+	q, err := s.store.Queue()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	writeJSON(w, q)
 }
 
 func (s *Server) handleRevisions(w http.ResponseWriter, r *http.Request) {
@@ -269,6 +279,17 @@ func (c *Client) Reload() (ReloadResult, error) {
 		return res, err
 	}
 	return res, json.Unmarshal(body, &res)
+}
+
+// Queue lists the outbound queue of the running server.
+func (c *Client) Queue() ([]storage.QueuedMessage, error) {
+	var q []storage.QueuedMessage
+	req, _ := http.NewRequest("GET", "http://mailpost/v1/queue", nil)
+	body, err := c.do(req)
+	if err != nil {
+		return nil, err
+	}
+	return q, json.Unmarshal(body, &q)
 }
 
 // Revisions lists the config revisions the running server has recorded.

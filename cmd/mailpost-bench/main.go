@@ -32,6 +32,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
 	"mailpost/server"
 	"mailpost/storage"
 )
@@ -48,10 +51,12 @@ var (
 	keep     = flag.Bool("keep", false, "keep the temporary directory")
 	jsonOut  = flag.Bool("json", false, "print results as JSON")
 	settle   = flag.Duration("settle", 150*time.Second, "how long to let the server's memory settle with idle sessions (Go forces a GC every 2 minutes)")
-	only     = flag.String("only", "", "run one test: memory, rate, retr20k, retr5m, nocache")
+	only     = flag.String("only", "", "run one test: memory, rate, retr20k, retr5m, submit, nocache")
 )
 
 type results struct {
+	Submit1PerSec          float64 `json:"submit_1_client_per_sec"`
+	Submit16PerSec         float64 `json:"submit_16_clients_per_sec"`
 	SessionsPerSec         float64 `json:"sessions_per_sec"`
 	SessionsPerSecNoCache  float64 `json:"sessions_per_sec_no_cache"`
 	Retr20KiBMBps          float64 `json:"retr_20kib_mb_per_sec"`
@@ -131,6 +136,15 @@ func run() error {
 				return err
 			}
 		}
+		if want("submit") {
+			step(fmt.Sprintf("submission: 10 KiB messages over STARTTLS, 1 then 16 clients, %s each", *duration))
+			if res.Submit1PerSec, err = submitRate(srv.submitAddr, 1, *duration); err != nil {
+				return err
+			}
+			if res.Submit16PerSec, err = submitRate(srv.submitAddr, 16, *duration); err != nil {
+				return err
+			}
+		}
 		if want("retr5m") {
 			step("RETR 50 x 5 MiB (3 passes)")
 			if res.Retr5MiBMBps, _, err = retrPasses(srv.addr, "big@bench.test", 3); err != nil {
@@ -164,6 +178,8 @@ func run() error {
 	fmt.Printf("  RETR MB/s, 2,000 x 20 KiB, median of 5 passes       %8.1f  (first pass %.1f)\n", res.Retr20KiBMBps, res.Retr20KiBFirstMBps)
 	fmt.Printf("  RETR MB/s, 2,000 x 20 KiB, pipelined 32 deep        %8.1f\n", res.Retr20KiBPipelinedMBps)
 	fmt.Printf("  RETR MB/s, 50 x 5 MiB, median of 3 passes           %8.1f\n", res.Retr5MiBMBps)
+	fmt.Printf("  submissions/s, 10 KiB over STARTTLS+AUTH, 1 client   %8.0f\n", res.Submit1PerSec)
+	fmt.Printf("  submissions/s, 10 KiB over STARTTLS+AUTH, 16 clients %8.0f\n", res.Submit16PerSec)
 	fmt.Printf("  server PSS: %d KiB at rest; with %d idle sessions %d KiB after 2 s, %d KiB settled: %.1f KiB per session\n",
 		res.PSSBaseKiB, res.IdleSessions, res.PSSIdleFirstKiB, res.PSSIdleKiB, res.PerIdleSessionKiB)
 	return nil
@@ -185,6 +201,12 @@ pop3 {
   external_connection_settings = ["mail.bench.test:995:ssl"]
   max_connections              = %d
   max_connections_per_ip       = %d
+}
+submission {
+  ssl_bindings                 = []
+  unencrypted_or_tls_bindings  = ["127.0.0.1:0"]
+  external_connection_settings = ["mail.bench.test:587:tls"]
+  max_connections_per_ip       = 500
 }
 `, nidle+nclients+100, nidle+nclients+100)
 	mbox := func(name string) {
@@ -252,9 +274,10 @@ func seed(dataDir string, nclients int) error {
 }
 
 type proc struct {
-	cmd  *exec.Cmd
-	addr string
-	done chan error
+	cmd        *exec.Cmd
+	addr       string // pop3s
+	submitAddr string // submission with STARTTLS
+	done       chan error
 }
 
 func start(bin, cfgPath, dir string, env []string) (*proc, error) {
@@ -274,8 +297,11 @@ func start(bin, cfgPath, dir string, env []string) (*proc, error) {
 	for i := 0; i < 300; i++ {
 		if st, err := client.Status(); err == nil {
 			for _, l := range st.Listeners {
-				if l.Proto == "pop3s" {
+				switch l.Proto {
+				case "pop3s":
 					p.addr = l.Addr
+				case "submission":
+					p.submitAddr = l.Addr
 				}
 			}
 			return p, nil
@@ -538,4 +564,49 @@ func memory(srv *proc, res *results) error {
 	res.PSSBaseKiB, res.PSSIdleKiB = base, after
 	res.PerIdleSessionKiB = float64(after-base) / float64(*idle)
 	return nil
+}
+
+// submitRate runs n clients, each sending 10 KiB messages on a fresh
+// connection every time (connect, STARTTLS, AUTH PLAIN, MAIL, RCPT, DATA,
+// QUIT), for d; a message counts once the server said 250 after DATA,
+// which mailpost only says once it is on disk.
+func submitRate(addr string, n int, d time.Duration) (float64, error) {
+	msg := message(10<<10, rand.New(rand.NewPCG(3, 4)))
+	var count atomic.Int64
+	var firstErr error
+	var once sync.Once
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	begin := time.Now()
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(user string) {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				c, err := smtp.DialStartTLS(addr, clientTLS)
+				if err == nil {
+					err = c.Auth(sasl.NewPlainClient("", user, benchPassword))
+					if err == nil {
+						err = c.SendMail(user, []string{user}, bytes.NewReader(msg))
+					}
+					if err == nil {
+						err = c.Quit()
+					}
+					c.Close()
+				}
+				if err != nil {
+					once.Do(func() { firstErr = err })
+					cancel()
+					return
+				}
+				count.Add(1)
+			}
+		}(fmt.Sprintf("rate%d@bench.test", i%*clients))
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return 0, firstErr
+	}
+	return float64(count.Load()) / time.Since(begin).Seconds(), nil
 }
