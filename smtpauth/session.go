@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -22,7 +23,10 @@ type session struct {
 
 	acct *Account // set by a successful AUTH
 
-	// The mail transaction (RFC 5321 §3.3), cleared by Reset.
+	// The mail transaction (RFC 5321 §3.3), cleared by Reset. mu is
+	// needed because go-smtp runs Data on its own goroutine for BDAT
+	// (RFC 3030), beside RSET or the connection's end.
+	mu     sync.Mutex
 	from   string
 	size   int64 // SIZE= hint
 	rcpts  []string
@@ -55,6 +59,8 @@ var (
 	replyDataFull      = reply(552, 5, 2, 2, "mailbox full")
 	replyTooLarge      = reply(552, 5, 3, 4, "message too large")
 	replyLineTooLong   = reply(500, 5, 5, 2, "message line too long")
+	replyNestedMail    = reply(503, 5, 5, 1, "nested MAIL command")
+	replyNoMail        = reply(503, 5, 5, 1, "MAIL first")
 )
 
 // ci is the ConnInfo of the connection as it is now.
@@ -154,7 +160,12 @@ func (s *session) authFailed(user, reason string) error {
 }
 
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
-	s.Reset()
+	// RFC 5321 §4.1.4: MAIL starts a transaction, so one may not be open.
+	// go-smtp would let a second MAIL replace the first; refusing it keeps
+	// a refused MAIL from leaving the engine and this session disagreeing.
+	if s.inTransaction() {
+		return replyNestedMail
+	}
 	if s.c.cfg.Mode == Submission {
 		if s.acct == nil {
 			return replyAuthRequired
@@ -167,19 +178,47 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		if !maySendAs(s.acct, from) {
 			return reply(550, 5, 7, 1, "<"+printable(from)+"> is not an address you may send as")
 		}
-	} else if n := s.c.cfg.RateLimitPerIP; n > 0 {
+	}
+	var size int64
+	if opts != nil {
+		size = opts.Size
+	}
+	if max := s.c.cfg.MaxMessageBytes; max > 0 && size > max {
+		// go-smtp checks SIZE= too, but see widenLimit.
+		return replyTooLarge
+	}
+	if n := s.c.cfg.RateLimitPerIP; n > 0 && s.c.cfg.Mode == Inbound {
 		if ip := s.c.info.Remote.Addr(); ip.IsValid() && !s.c.srv.limiter.allow(ip, n, time.Now()) {
 			s.c.log.Info("smtp rate limit exceeded", "from", from)
 			return replyRateLimited
 		}
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.size = size
 	s.from = from
-	if opts != nil {
-		s.size = opts.Size
-	}
 	s.inMail = true
 	s.c.setBusy(true)
+	s.widenLimit(true)
 	return nil
+}
+
+// widenLimit works around go-smtp's DATA reader, which fails once it has
+// returned MaxMessageBytes octets even when only the end-of-data mark
+// follows, so a message of exactly the advertised SIZE would be refused
+// (RFC 1870 §4 allows it). During a transaction the engine's limit is one
+// octet higher and bodyReader applies the exact one. The engine belongs to
+// this connection alone, so changing it affects nothing else; EHLO and
+// MAIL, which show or check the limit, only run after Reset restored it.
+func (s *session) widenLimit(on bool) {
+	max := s.c.cfg.MaxMessageBytes
+	if max <= 0 {
+		return
+	}
+	if on {
+		max++
+	}
+	s.sc.Server().MaxMessageBytes = max
 }
 
 // maySendAs reports whether acct may use from as its reverse-path. The
@@ -194,11 +233,25 @@ func maySendAs(acct *Account, from string) bool {
 	return false
 }
 
+func (s *session) inTransaction() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inMail
+}
+
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
-	err := s.c.srv.backend.Recipient(s.c.ctx, s.ci(), s.acct, to, s.size)
+	if !s.inTransaction() {
+		return replyNoMail // go-smtp checks this first; kept as a guard
+	}
+	s.mu.Lock()
+	size := s.size
+	s.mu.Unlock()
+	err := s.c.srv.backend.Recipient(s.c.ctx, s.ci(), s.acct, to, size)
 	switch {
 	case err == nil:
+		s.mu.Lock()
 		s.rcpts = append(s.rcpts, to)
+		s.mu.Unlock()
 		return nil
 	case errors.Is(err, ErrUnknownRecipient):
 		return reply(550, 5, 1, 1, "<"+printable(to)+">: no such mailbox here")
@@ -216,14 +269,21 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 // it ended, so the reply does not depend on how Deliver wraps the error.
 type bodyReader struct {
 	r   io.Reader
+	max int64 // 0 = no limit
 	n   int64
 	err error // first error other than io.EOF
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
 	n, err := b.r.Read(p)
 	b.n += int64(n)
-	if err != nil && err != io.EOF && b.err == nil {
+	if b.max > 0 && b.n > b.max {
+		n, err = 0, smtp.ErrDataTooLarge
+	}
+	if err != nil && err != io.EOF {
 		b.err = err
 	}
 	return n, err
@@ -234,6 +294,7 @@ func (s *session) Data(r io.Reader) error {
 	srv.dataStarted()
 	defer srv.dataEnded()
 
+	s.mu.Lock()
 	s.nMsgs++
 	env := &Envelope{
 		From: s.from,
@@ -241,12 +302,13 @@ func (s *session) Data(r io.Reader) error {
 		Size: s.size,
 		ID:   s.c.id + "." + strconv.Itoa(s.nMsgs),
 	}
+	s.mu.Unlock()
 	if s.acct != nil {
 		env.Account = s.acct.Name
 	}
 	ci := s.ci()
 	hdr := receivedHeader(ci, s.c.cfg.Hostname, s.acct != nil, env, time.Now())
-	body := &bodyReader{r: r}
+	body := &bodyReader{r: r, max: s.c.cfg.MaxMessageBytes}
 	err := srv.backend.Deliver(s.c.ctx, ci, env, io.MultiReader(strings.NewReader(hdr), body))
 
 	log := s.c.log.With("id", env.ID, "from", env.From, "rcpts", len(env.To), "size", body.n)
@@ -281,10 +343,13 @@ func (s *session) Data(r io.Reader) error {
 }
 
 func (s *session) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.from, s.size, s.rcpts = "", 0, nil
 	if s.inMail {
 		s.inMail = false
 		s.c.setBusy(false)
+		s.widenLimit(false)
 	}
 }
 

@@ -3,6 +3,7 @@ package smtpauth
 import (
 	"errors"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -244,11 +245,19 @@ func TestSenderPolicy(t *testing.T) {
 	r.cmd("MAIL FROM:<>", "550 5.7.1")
 	r.cmd("MAIL FROM:<alice@example.org.evil>", "550 5.7.1")
 	r.cmd("MAIL FROM:<sales@EXAMPLE.org>", "250 2.0.0") // case-insensitive on the whole address
+	// A second MAIL, refused, must not leave a transaction with another
+	// (or the null) sender behind.
+	r.cmd("MAIL FROM:<ceo@example.org>", "503 5.5.1")
+	r.cmd("RCPT TO:<bob@example.org>", "250 ")
+	r.cmd("DATA", "354 ")
+	r.tp.W.WriteString("Subject: s\r\n\r\nx\r\n.\r\n")
+	r.tp.W.Flush()
+	r.expect("250 ")
+	if m := ts.be.stored(); len(m) != 1 || m[0].env.From != "sales@EXAMPLE.org" {
+		t.Fatalf("stored %+v", m)
+	}
 	r.cmd("RSET", "250 ")
 	r.cmd("MAIL FROM:<alice@example.org>", "250 2.0.0")
-	if len(ts.be.stored()) != 0 {
-		t.Error("something was stored")
-	}
 }
 
 func TestSizeLimits(t *testing.T) {
@@ -443,5 +452,44 @@ func TestReceivedHeader(t *testing.T) {
 	}
 	if !regexp.MustCompile(`^[0-9a-v]{12}\.1$`).MatchString(id) {
 		t.Errorf("id %q", id)
+	}
+}
+
+// TestSizeExact: RFC 1870 §4: a message of exactly the advertised SIZE is
+// accepted, one octet more is not, by DATA and by BDAT alike.
+func TestSizeExact(t *testing.T) {
+	s := submissionSettings()
+	s.MaxMessageBytes = 100
+	ts := start(t, s, true, "127.0.0.1")
+	r := dialRaw(t, ts.addr, true)
+	r.expect("220 ")
+	r.cmd("EHLO c", "250 ")
+	r.cmd("AUTH PLAIN "+b64("\x00alice\x00wonderland"), "235 ")
+	body := func(n int) string { return "Subject: x\r\n\r\n" + strings.Repeat("y", n-16) + "\r\n" }
+	for _, tc := range []struct {
+		n    int
+		want string
+	}{{100, "250 "}, {101, "552 5.3.4"}} {
+		r.cmd("MAIL FROM:<alice@example.org> SIZE="+strconv.Itoa(tc.n), map[bool]string{true: "250 ", false: "552 5.3.4"}[tc.n <= 100])
+		if tc.n > 100 {
+			r.cmd("MAIL FROM:<alice@example.org>", "250 ")
+		}
+		r.cmd("RCPT TO:<bob@example.org>", "250 ")
+		r.cmd("DATA", "354 ")
+		r.tp.W.WriteString(body(tc.n) + ".\r\n")
+		r.tp.W.Flush()
+		r.expect(tc.want)
+
+		r.cmd("MAIL FROM:<alice@example.org>", "250 ")
+		r.cmd("RCPT TO:<bob@example.org>", "250 ")
+		r.tp.W.WriteString("BDAT " + strconv.Itoa(tc.n) + " LAST\r\n" + body(tc.n))
+		r.tp.W.Flush()
+		r.expect(tc.want)
+	}
+	if n := len(ts.be.stored()); n != 2 {
+		t.Errorf("stored %d, want the two of exactly 100 octets", n)
+	}
+	if caps := r.ehloCaps(); !hasCap(caps, "SIZE 100") {
+		t.Errorf("caps %q", caps)
 	}
 }
