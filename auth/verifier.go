@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,6 +62,12 @@ type Verifier struct {
 
 	hits, misses, computed atomic.Uint64
 	inFlight, waiting      atomic.Int64
+
+	// trim returns memory to the OS once no hash is running (see
+	// scheduleTrim); trimPending coalesces requests.
+	trim        func()
+	trimDelay   time.Duration
+	trimPending atomic.Bool
 }
 
 type cacheEntry struct {
@@ -80,13 +87,15 @@ func NewVerifier(o VerifierOptions) *Verifier {
 		o.CacheSize = 10000
 	}
 	v := &Verifier{
-		sem:   make(chan struct{}, o.MaxConcurrent),
-		ttl:   o.CacheTTL,
-		size:  o.CacheSize,
-		check: CheckPassword,
-		now:   time.Now,
-		cache: make(map[[sha256.Size]byte]*list.Element),
-		order: list.New(),
+		sem:       make(chan struct{}, o.MaxConcurrent),
+		ttl:       o.CacheTTL,
+		size:      o.CacheSize,
+		check:     CheckPassword,
+		now:       time.Now,
+		cache:     make(map[[sha256.Size]byte]*list.Element),
+		order:     list.New(),
+		trim:      debug.FreeOSMemory,
+		trimDelay: time.Second,
 	}
 	if _, err := rand.Read(v.key[:]); err != nil {
 		// crypto/rand does not fail on supported platforms (Go 1.24+ panics
@@ -159,7 +168,9 @@ func (v *Verifier) compute(ctx context.Context, hash, password string) (bool, er
 	}
 	v.inFlight.Add(1)
 	defer func() {
-		v.inFlight.Add(-1)
+		if v.inFlight.Add(-1) == 0 {
+			v.scheduleTrim()
+		}
 		<-v.sem
 	}()
 	ok, err := v.check(hash, password)
@@ -226,4 +237,22 @@ func (v *Verifier) expireLocked(now time.Time) {
 		v.order.Remove(e)
 		delete(v.cache, ce.id)
 	}
+}
+
+// scheduleTrim hands memory back to the OS a moment after the last running
+// hash finished. Each argon2id check allocates its 64 MiB afresh; the Go
+// runtime would otherwise keep the process at its peak size for minutes
+// (the collector sizes its next goal from that peak), which is exactly
+// wrong for a small VPS or a container with a memory limit. At most one
+// trim a second, and never while a hash is running.
+func (v *Verifier) scheduleTrim() {
+	if v.trim == nil || !v.trimPending.CompareAndSwap(false, true) {
+		return
+	}
+	time.AfterFunc(v.trimDelay, func() {
+		v.trimPending.Store(false)
+		if v.inFlight.Load() == 0 {
+			v.trim()
+		}
+	})
 }

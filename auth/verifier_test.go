@@ -324,3 +324,48 @@ func BenchmarkVerifyUncached(b *testing.B) {
 		}
 	}
 }
+
+// After a burst of hash computations, memory is handed back once, shortly
+// after the last one finished, and not while any is running.
+func TestVerifierTrimsAfterBurst(t *testing.T) {
+	v := NewVerifier(VerifierOptions{MaxConcurrent: 2, CacheTTL: -1})
+	trims := make(chan time.Time, 10)
+	v.trim = func() { trims <- time.Now() }
+	v.trimDelay = 50 * time.Millisecond
+	hash, err := HashPasswordParams("pw", Argon2Params{Memory: 64, Time: 1, Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if ok, err := v.Verify(context.Background(), hash, "pw"); !ok || err != nil {
+				t.Errorf("verify: %v %v", ok, err)
+			}
+		}()
+	}
+	wg.Wait()
+	done := time.Now()
+	select {
+	case at := <-trims:
+		if at.Before(done) && v.Stats().InFlight != 0 {
+			t.Error("trimmed while a hash was running")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no trim after the burst")
+	}
+	select {
+	case <-trims:
+		// A second trim may come only from a hash that finished after the
+		// first was scheduled; with the burst over there must be at most
+		// one more.
+		select {
+		case <-trims:
+			t.Error("more than two trims for one burst")
+		case <-time.After(200 * time.Millisecond):
+		}
+	case <-time.After(200 * time.Millisecond):
+	}
+}

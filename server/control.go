@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"runtime/metrics"
 	"strconv"
 	"time"
 
@@ -109,6 +110,36 @@ type Status struct {
 	Listeners      []ListenerInfo `json:"listeners"`
 	POP3Sessions   int            `json:"pop3_sessions"`
 	SMTPSessions   int            `json:"smtp_sessions"`
+	Memory         MemStats       `json:"memory"`
+}
+
+// MemStats is the Go runtime's view of the process's memory, in bytes:
+// what live objects and goroutine stacks use, and what the runtime holds
+// but does not use (it returns that to the OS gradually).
+type MemStats struct {
+	HeapLive   uint64 `json:"heap_live"` // heap objects, live or not yet collected
+	Stacks     uint64 `json:"stacks"`    // goroutine stacks
+	HeapFree   uint64 `json:"heap_free"` // free heap memory still mapped
+	Total      uint64 `json:"total"`     // everything the runtime has mapped
+	Goroutines uint64 `json:"goroutines"`
+}
+
+func readMemStats() MemStats {
+	samples := []metrics.Sample{
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/memory/classes/heap/stacks:bytes"},
+		{Name: "/memory/classes/heap/free:bytes"},
+		{Name: "/memory/classes/total:bytes"},
+		{Name: "/sched/goroutines:goroutines"},
+	}
+	metrics.Read(samples)
+	v := func(i int) uint64 {
+		if samples[i].Value.Kind() == metrics.KindUint64 {
+			return samples[i].Value.Uint64()
+		}
+		return 0
+	}
+	return MemStats{HeapLive: v(0), Stacks: v(1), HeapFree: v(2), Total: v(3), Goroutines: v(4)}
 }
 
 // Status reports the running state.
@@ -130,6 +161,7 @@ func (s *Server) Status() Status {
 		Listeners:      s.Listeners(),
 		POP3Sessions:   s.pop3.Stats().Sessions,
 		SMTPSessions:   s.subm.Stats().Sessions + s.inbound.Stats().Sessions,
+		Memory:         readMemStats(),
 	}
 }
 
