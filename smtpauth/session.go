@@ -309,7 +309,7 @@ func (s *session) Data(r io.Reader) error {
 	ci := s.ci()
 	hdr := receivedHeader(ci, s.c.cfg.Hostname, s.acct != nil, env, time.Now())
 	body := &bodyReader{r: r, max: s.c.cfg.MaxMessageBytes}
-	err := srv.backend.Deliver(s.c.ctx, ci, env, io.MultiReader(strings.NewReader(hdr), body))
+	err := srv.backend.Deliver(s.c.ctx, ci, env, io.MultiReader(strings.NewReader(hdr), &bareLFUnstuffer{r: body}))
 
 	log := s.c.log.With("id", env.ID, "from", env.From, "rcpts", len(env.To), "size", body.n)
 	switch {
