@@ -24,3 +24,4 @@ fuzz_time=${FUZZ_TIME:-15s}
 go test -run '^$' -fuzz '^FuzzParse$' -fuzztime "$fuzz_time" ./config/
 go test -run '^$' -fuzz '^FuzzSession$' -fuzztime "$fuzz_time" ./pop3/
 go test -run '^$' -fuzz '^FuzzDotStuff$' -fuzztime "$fuzz_time" ./pop3/
+go test -run '^$' -fuzz '^FuzzSession$' -fuzztime "$fuzz_time" ./smtpauth/

@@ -16,7 +16,10 @@ import (
 // accepted message goes.
 type smtpBackend struct{ s *Server }
 
-var _ smtpauth.Backend = smtpBackend{}
+var (
+	_ smtpauth.Backend     = smtpBackend{}
+	_ smtpauth.Revalidator = smtpBackend{}
+)
 
 func (b smtpBackend) Login(ctx context.Context, ci smtpauth.ConnInfo, username, password string) (*smtpauth.Account, error) {
 	mb, err := b.s.checkPassword(ctx, ci.Remote.Addr(), username, password)
@@ -28,7 +31,22 @@ func (b smtpBackend) Login(ctx context.Context, ci smtpauth.ConnInfo, username, 
 	if !mb.Submission {
 		return nil, smtpauth.ErrAccessDisabled
 	}
-	return &smtpauth.Account{Name: mb.Address, SendAs: mb.SendAs}, nil
+	return &smtpauth.Account{Name: mb.Address, SendAs: mb.SendAs, Credential: mb.PasswordHash}, nil
+}
+
+// Revalidate ends an authenticated session whose access the running config
+// no longer grants, and refreshes what it may send as.
+func (b smtpBackend) Revalidate(ctx context.Context, acct *smtpauth.Account) (*smtpauth.Account, error) {
+	mb := b.s.cur.Load().mailboxes[acct.Name]
+	switch {
+	case mb == nil:
+		return nil, errors.New("this mailbox was removed from the configuration")
+	case !mb.Submission:
+		return nil, errors.New("submission for this mailbox was switched off")
+	case mb.PasswordHash != acct.Credential:
+		return nil, errors.New("the password of this mailbox was changed; log in again")
+	}
+	return &smtpauth.Account{Name: mb.Address, SendAs: mb.SendAs, Credential: mb.PasswordHash}, nil
 }
 
 // Recipient accepts a local mailbox or alias (with room for the announced

@@ -243,3 +243,33 @@ func TestSubmitThenRetrieve(t *testing.T) {
 		t.Errorf("RETR differs from what was stored:\n%q\n%q", got.String(), stored[0])
 	}
 }
+
+// A reload that switches submission off ends an authenticated SMTP session
+// at its next command with 421 and closes it; a new login is refused.
+func TestReloadRevokesSubmission(t *testing.T) {
+	dir := t.TempDir()
+	s := smtpConfig(t, dir)
+	addr := addrOf(t, s, "submission")
+	c, err := smtp.DialStartTLS(addr, insecureTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Auth(sasl.NewPlainClient("", "alice@example.com", "demo-password")); err != nil {
+		t.Fatal(err)
+	}
+	src := strings.Replace(string(s.cfg.Source), `  aliases = ["a.smith@example.com"]`, `  aliases = ["a.smith@example.com"]
+  submission = false`, 1)
+	rewrite(t, dir, src)
+	mustReload(t, s)
+	err = c.Mail("alice@example.com", nil)
+	if got := replyText(err); !strings.HasPrefix(got, "421 4.7.0") || !strings.Contains(got, "switched off") {
+		t.Errorf("MAIL after revocation: %q", got)
+	}
+	if err := c.Noop(); err == nil {
+		t.Error("the session stayed open after the 421")
+	}
+	if err := submit(t, addr, "alice@example.com", "alice@example.com", []string{"bob@example.com"}, "x\r\n"); !strings.HasPrefix(replyText(err), "535") {
+		t.Errorf("new login after revocation: %q", replyText(err))
+	}
+}

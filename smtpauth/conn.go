@@ -39,6 +39,15 @@ type conn struct {
 	mu            sync.Mutex // orders busy and deadlines against Server.stop
 	busy          bool       // in a mail transaction: Shutdown lets it finish
 	writeDeadline time.Time  // set explicitly by crypto/tls while closing
+	closing       bool       // close the connection once the next reply is written
+}
+
+// closeAfterReply ends the session right after the reply being prepared
+// (a 421) reaches the client; go-smtp itself would carry on.
+func (c *conn) closeAfterReply() {
+	c.mu.Lock()
+	c.closing = true
+	c.mu.Unlock()
 }
 
 func newConn(srv *Server, raw net.Conn, cfg *Settings, listener string) *conn {
@@ -134,9 +143,14 @@ func (c *conn) Write(b []byte) (int, error) {
 	if !c.writeDeadline.IsZero() && c.writeDeadline.Before(d) {
 		d = c.writeDeadline
 	}
+	closing := c.closing
 	c.mu.Unlock()
 	c.Conn.SetWriteDeadline(d)
-	return c.Conn.Write(b)
+	n, err := c.Conn.Write(b)
+	if closing {
+		c.Conn.Close()
+	}
+	return n, err
 }
 
 func (c *conn) SetWriteDeadline(t time.Time) error {

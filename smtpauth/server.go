@@ -94,6 +94,18 @@ type ConnInfo struct {
 type Account struct {
 	Name   string
 	SendAs []string // addresses MAIL FROM may use; compared case-insensitively
+	// Credential is the backend's own mark of what the login was checked
+	// against (opaque here), for Revalidate.
+	Credential string
+}
+
+// Revalidator is an optional Backend interface for access that a config
+// reload can withdraw while a session is open. Revalidate runs before MAIL,
+// RCPT and DATA of an authenticated session and returns the account as it
+// stands now (send_as may have changed); an error ends the session with
+// 421 4.7.0 and its text.
+type Revalidator interface {
+	Revalidate(ctx context.Context, acct *Account) (*Account, error)
 }
 
 // Envelope is one message's SMTP envelope as handed to Backend.Deliver.

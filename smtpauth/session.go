@@ -159,7 +159,27 @@ func (s *session) authFailed(user, reason string) error {
 	return replyAuthFailed
 }
 
+// revalidate asks the backend whether the logged-in account may still
+// submit. When not, the reply is 421 and the connection closes after it.
+func (s *session) revalidate() error {
+	rv, ok := s.c.srv.backend.(Revalidator)
+	if !ok || s.acct == nil {
+		return nil
+	}
+	acct, err := rv.Revalidate(s.c.ctx, s.acct)
+	if err != nil {
+		s.c.log.Info("smtp access withdrawn", "user", s.acct.Name, "reason", err.Error())
+		s.c.closeAfterReply()
+		return reply(421, 4, 7, 0, printable(err.Error()))
+	}
+	s.acct = acct
+	return nil
+}
+
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	if err := s.revalidate(); err != nil {
+		return err
+	}
 	// RFC 5321 §4.1.4: MAIL starts a transaction, so one may not be open.
 	// go-smtp would let a second MAIL replace the first; refusing it keeps
 	// a refused MAIL from leaving the engine and this session disagreeing.
@@ -243,6 +263,9 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if !s.inTransaction() {
 		return replyNoMail // go-smtp checks this first; kept as a guard
 	}
+	if err := s.revalidate(); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	size := s.size
 	s.mu.Unlock()
@@ -290,6 +313,10 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 }
 
 func (s *session) Data(r io.Reader) error {
+	if err := s.revalidate(); err != nil {
+		// go-smtp already said 354: drain nothing, the connection closes.
+		return err
+	}
 	srv := s.c.srv
 	srv.dataStarted()
 	defer srv.dataEnded()
