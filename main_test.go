@@ -505,7 +505,8 @@ func TestQuickstartExampleServes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := strings.NewReplacer("127.0.0.1:10995", "127.0.0.1:0", "127.0.0.1:10110", "127.0.0.1:0").Replace(string(src))
+	cfg := strings.NewReplacer("127.0.0.1:10995", "127.0.0.1:0", "127.0.0.1:10110", "127.0.0.1:0",
+		"127.0.0.1:10465", "127.0.0.1:0", "127.0.0.1:10587", "127.0.0.1:0").Replace(string(src))
 	dir := t.TempDir()
 	writeConfig(t, dir, cfg)
 	in := startServe(t, dir)
@@ -518,6 +519,13 @@ func TestQuickstartExampleServes(t *testing.T) {
 		"pop3s://"+in.addrs["pop3s"]+"/1").CombinedOutput()
 	if err != nil || !bytes.Contains(out, []byte("Subject: Welcome to mailpost")) || !bytes.Contains(out, []byte("\n.A line that starts with a dot")) {
 		t.Fatalf("curl retrieving the welcome message: %v\n%s", err, out)
+	}
+	// The README's curl line for sending works too (smtps://, AUTH PLAIN).
+	out, err = exec.Command(curl, "-sS", "-k", "--max-time", "20", "--mail-from", "demo@example.com",
+		"--mail-rcpt", "demo@example.com", "-u", "demo@example.com:demo-password", "-T", "examples/welcome.eml",
+		"smtps://"+in.addrs["submissions"]+"/").CombinedOutput()
+	if err != nil {
+		t.Fatalf("curl smtps: %v\n%s", err, out)
 	}
 	out2, _, code := mailpost(t, "", "settings", "-config", in.cfgPath)
 	if code != 0 || !strings.Contains(out2, "SSLBindings") || !strings.Contains(out2, "demo@example.com") {
