@@ -504,3 +504,40 @@ func leafFromCA(t *testing.T, caFile, dir, certFile, keyFile string) {
 	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
 	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
 }
+
+// A certificate renewed on disk (certbot writes new files and repoints
+// symlinks; here: rename-replace of both files) is served by the next
+// handshake without anyone touching the config or the server.
+func TestCertificateFileRenewalIsPickedUp(t *testing.T) {
+	dir := t.TempDir()
+	caFile, certFile, keyFile := testCA(t, dir, "mail.example.com")
+	writeConfig(t, dir, e2eConfig(certFile, keyFile))
+	in := startServe(t, dir)
+	serial := func() int64 {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", in.addrs["pop3s"],
+			&tls.Config{InsecureSkipVerify: true, ServerName: "mail.example.com"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
+	}
+	if s := serial(); s != 2 {
+		t.Fatalf("initial serial %d, want 2", s)
+	}
+	newCert, newKey := filepath.Join(dir, "renewed-cert.pem"), filepath.Join(dir, "renewed-key.pem")
+	leafFromCA(t, caFile, dir, newCert, newKey) // serial 3
+	// Key first, then certificate: in between, the pair does not match and
+	// that reload must be refused without harm.
+	kb, _ := os.ReadFile(newKey)
+	cb, _ := os.ReadFile(newCert)
+	replaceFile(t, keyFile, kb)
+	replaceFile(t, certFile, cb)
+	if !waitFor(10*time.Second, func() bool { return serial() == 3 }) {
+		t.Fatalf("renewed certificate not served\n%s", in.log.String())
+	}
+	if r, err := popLogin(in.addrs["pop3s"], "alice@example.com", "demo-password"); err != nil || r != "+OK" {
+		t.Errorf("login after the renewal: %q %v", r, err)
+	}
+	in.stop()
+}
