@@ -158,6 +158,7 @@ type Config struct {
 	POP3         *POP3       // nil = off
 	Submission   *Submission // nil = off
 	Inbound      *Inbound    // nil = off
+	Outbound     *Outbound   // nil = the queue is kept, not delivered
 	Mailboxes    []*Mailbox
 
 	byAddr map[string]*Mailbox // address and aliases → mailbox; built by Parse

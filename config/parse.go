@@ -32,6 +32,7 @@ type rawFile struct {
 	POP3       []*rawPOP3       `hcl:"pop3,block"`
 	Submission []*rawSubmission `hcl:"submission,block"`
 	Inbound    []*rawInbound    `hcl:"inbound,block"`
+	Outbound   []*rawOutbound   `hcl:"outbound,block"`
 	Mailboxes  []*rawMailbox    `hcl:"mailbox,block"`
 }
 

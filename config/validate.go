@@ -117,6 +117,10 @@ func (p *parser) validate(raw *rawFile) (*Config, hcl.Diagnostics) {
 	diags = append(diags, extraBlocks("submission", raw.Submission, func(b *rawSubmission) hcl.Range { return b.DefRange })...)
 	diags = append(diags, extraBlocks("inbound", raw.Inbound, func(b *rawInbound) hcl.Range { return b.DefRange })...)
 
+	out, odiags := p.outbound(raw.Outbound)
+	cfg.Outbound = out
+	diags = append(diags, odiags...)
+
 	diags = append(diags, p.mailboxes(raw, cfg, domainsOK)...)
 	return cfg, diags
 }
