@@ -56,6 +56,7 @@ type Certificate struct {
 	Name              string
 	CertFile, KeyFile string // absolute; empty unless static
 	SelfSigned        bool
+	ACME              *ACME            // obtained from an ACME CA; nil unless acme
 	Names             []string         // names covered (lower case)
 	Static            *tls.Certificate // parsed, Leaf set; nil unless static
 	DefRange          hcl.Range
@@ -158,6 +159,7 @@ type Config struct {
 	POP3         *POP3       // nil = off
 	Submission   *Submission // nil = off
 	Inbound      *Inbound    // nil = off
+	HTTP         *HTTP       // nil = no web front (no ACME challenges answered)
 	Outbound     *Outbound   // nil = the queue is kept, not delivered
 	Mailboxes    []*Mailbox
 

@@ -32,6 +32,7 @@ type rawFile struct {
 	POP3       []*rawPOP3       `hcl:"pop3,block"`
 	Submission []*rawSubmission `hcl:"submission,block"`
 	Inbound    []*rawInbound    `hcl:"inbound,block"`
+	HTTP       []*rawHTTP       `hcl:"http,block"`
 	Outbound   []*rawOutbound   `hcl:"outbound,block"`
 	Mailboxes  []*rawMailbox    `hcl:"mailbox,block"`
 }
@@ -41,14 +42,15 @@ type rawCertificate struct {
 	NameRange hcl.Range `hcl:"name,label_range"`
 	DefRange  hcl.Range `hcl:",def_range"`
 
-	CertFile        *string   `hcl:"cert_file,optional"`
-	CertFileRange   hcl.Range `hcl:"cert_file,attr_range"`
-	KeyFile         *string   `hcl:"key_file,optional"`
-	KeyFileRange    hcl.Range `hcl:"key_file,attr_range"`
-	SelfSigned      *bool     `hcl:"self_signed,optional"`
-	SelfSignedRange hcl.Range `hcl:"self_signed,attr_range"`
-	Names           []string  `hcl:"names,optional"`
-	NamesRange      hcl.Range `hcl:"names,attr_range"`
+	CertFile        *string    `hcl:"cert_file,optional"`
+	CertFileRange   hcl.Range  `hcl:"cert_file,attr_range"`
+	KeyFile         *string    `hcl:"key_file,optional"`
+	KeyFileRange    hcl.Range  `hcl:"key_file,attr_range"`
+	SelfSigned      *bool      `hcl:"self_signed,optional"`
+	SelfSignedRange hcl.Range  `hcl:"self_signed,attr_range"`
+	Names           []string   `hcl:"names,optional"`
+	NamesRange      hcl.Range  `hcl:"names,attr_range"`
+	ACME            []*rawACME `hcl:"acme,block"`
 }
 
 type rawPOP3 struct {
@@ -201,6 +203,9 @@ type parser struct {
 	broken   map[hcl.Pos]bool // start of attribute ranges that failed to decode
 	attrs    []*hclsyntax.Attribute
 	byStart  map[hcl.Pos]*hclsyntax.Attribute
+
+	acmeDomains map[string]string // ACME domain → certificate obtaining it
+	acmeUses    []acmeUse         // challenges the acme blocks ask for
 }
 
 // finish orders diagnostics by position so output follows the file (gohcl

@@ -60,7 +60,7 @@ func TestRules(t *testing.T) {
 			`t.hcl:6:1: error: The data_dir is empty; leave it out for the default /var/lib/mailpost.`}},
 		{"unknown argument and block", false, "bogus = 1\nsmtp {\n}\nsubmission {\n  login_type = \"plain_text_login\"\n}\nmailbox \"a@example.com\" {\n  password_hash = \"" + goodHash + "\"\n  sendas = []\n}", []string{
 			`t.hcl:6:1: error: An argument named "bogus" is not expected here.`,
-			`t.hcl:7:1: error: Blocks of type "smtp" are not expected here.`,
+			`t.hcl:7:1: error: Blocks of type "smtp" are not expected here. Did you mean "http"?`,
 			`t.hcl:10:3: error: An argument named "login_type" is not expected here.`,
 			`t.hcl:14:3: error: An argument named "sendas" is not expected here. Did you mean "send_as"?`}},
 		{"duplicate pop3 block", false, "pop3 {\n}\npop3 {\n}", []string{

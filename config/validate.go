@@ -109,6 +109,14 @@ func (p *parser) validate(raw *rawFile) (*Config, hcl.Diagnostics) {
 			cfg.Inbound = in
 		}})
 	}
+	var httpPlain, httpTLS []binding
+	if len(raw.HTTP) > 0 {
+		services = append(services, service{raw.HTTP[0].DefRange, func() {
+			h, plain, tls, d := p.httpBlock(raw.HTTP[0], env)
+			diags = append(diags, d...)
+			cfg.HTTP, httpPlain, httpTLS = h, plain, tls
+		}})
+	}
 	slices.SortStableFunc(services, func(a, b service) int { return a.at.Start.Byte - b.at.Start.Byte })
 	for _, s := range services {
 		s.check()
@@ -116,6 +124,8 @@ func (p *parser) validate(raw *rawFile) (*Config, hcl.Diagnostics) {
 	diags = append(diags, extraBlocks("pop3", raw.POP3, func(b *rawPOP3) hcl.Range { return b.DefRange })...)
 	diags = append(diags, extraBlocks("submission", raw.Submission, func(b *rawSubmission) hcl.Range { return b.DefRange })...)
 	diags = append(diags, extraBlocks("inbound", raw.Inbound, func(b *rawInbound) hcl.Range { return b.DefRange })...)
+	diags = append(diags, extraBlocks("http", raw.HTTP, func(b *rawHTTP) hcl.Range { return b.DefRange })...)
+	diags = append(diags, challengeBindings(p.acmeUses, httpPlain, httpTLS)...)
 
 	out, odiags := p.outbound(raw.Outbound)
 	cfg.Outbound = out
@@ -165,6 +175,15 @@ func nullMeansAbsent(raw *rawFile) {
 	for _, in := range raw.Inbound {
 		unset(in.Bindings, &in.BindingsRange)
 	}
+	for _, h := range raw.HTTP {
+		unset(h.Bindings, &h.BindingsRange)
+		unset(h.TLSBindings, &h.TLSBindingsRange)
+	}
+	for _, c := range raw.Certificates {
+		for _, a := range c.ACME {
+			unset(a.Domains, &a.DomainsRange)
+		}
+	}
 	for _, m := range raw.Mailboxes {
 		unset(m.Aliases, &m.AliasesRange)
 		unset(m.SendAs, &m.SendAsRange)
@@ -185,9 +204,12 @@ func (p *parser) certificate(rc *rawCertificate, cfg *Config, hostOK bool, now t
 		diags = append(diags, errorf(rc.NameRange, "Empty certificate name", "a certificate needs a non-empty name"))
 	}
 
-	// Exactly one source. A future acme block is one more entry here.
+	// Exactly one source.
 	static := rc.CertFile != nil || rc.KeyFile != nil
 	selfSigned := rc.SelfSigned != nil && *rc.SelfSigned
+	if len(rc.ACME) > 0 {
+		return p.acmeCertificate(rc, c, static || selfSigned)
+	}
 	switch {
 	case !static && !selfSigned:
 		return nil, false, append(diags, errorf(rc.DefRange, "No certificate source",
