@@ -4,9 +4,8 @@
 //
 // A pool is built from Sources. Each source is one kind: static PEM files
 // (parsed by the config package) or a self-signed certificate generated once
-// and kept in the store. ACME is meant to become a third kind; Build
-// dispatches on the kind, and everything after Build (lookup, Infos) works on
-// parsed leaves only, so a new kind needs no change there.
+// and kept in the store, or an ACME certificate, which changes without a new
+// pool (renewals) and is asked for at each lookup (see ACMEProvider).
 package certs
 
 import (
@@ -39,13 +38,20 @@ type Source struct {
 	Name       string
 	Static     *tls.Certificate // static PEM files, parsed; Leaf set
 	SelfSigned bool
-	Names      []string // host names (or IP literals) for a self-signed certificate
+	Names      []string // host names (or IP literals) for a self-signed certificate; the domains for ACME
+	// ACME marks a certificate obtained from an ACME CA for Names. Provider
+	// supplies the issued certificates; while it has none for a name (or is
+	// nil, as when the server is not running), a self-signed stand-in is
+	// served.
+	ACME     bool
+	Provider ACMEProvider
 }
 
 // Source kinds, as reported in Info.Source.
 const (
 	KindStatic     = "static"
 	KindSelfSigned = "self-signed"
+	KindACME       = "acme"
 )
 
 const (
@@ -70,6 +76,7 @@ type entry struct {
 	cert   *tls.Certificate
 	names  []string // normalized SANs (DNS names, then IP literals)
 	expiry time.Time
+	acme   ACMEProvider // non-nil for KindACME with a provider; cert is then the stand-in
 }
 
 // Build makes the pool from sources. Static certificates are used as given.
@@ -95,6 +102,17 @@ func Build(sources []Source, kv KV, now time.Time) (*Pool, error) {
 			kind string
 			err  error
 		)
+		if s.ACME {
+			es, err := acmeEntries(s, now)
+			if err != nil {
+				return nil, fmt.Errorf("certs: certificate %q: %w", s.Name, err)
+			}
+			for _, e := range es {
+				p.entries = append(p.entries, e)
+				p.byName[e.names[0]] = append(p.byName[e.names[0]], e)
+			}
+			continue
+		}
 		switch {
 		case s.Static != nil && s.SelfSigned:
 			return nil, fmt.Errorf("certs: certificate %q: both static files and self-signed; choose one", s.Name)
@@ -329,21 +347,20 @@ func (p *Pool) lookup(name string, hello *tls.ClientHelloInfo) *tls.Certificate 
 			cands = append(slices.Clip(cands), w...)
 		}
 	}
-	var best *entry
+	var best *tls.Certificate
+	var bestExpiry time.Time
 	bestOK := false
 	for _, e := range cands { // exact matches come first, so ties keep them
-		ok := hello != nil && hello.SupportsCertificate(e.cert) == nil
+		cert, expiry := e.current()
+		ok := hello != nil && hello.SupportsCertificate(cert) == nil
 		switch {
 		case best == nil,
 			ok && !bestOK,
-			ok == bestOK && e.expiry.After(best.expiry):
-			best, bestOK = e, ok
+			ok == bestOK && expiry.After(bestExpiry):
+			best, bestExpiry, bestOK = cert, expiry, ok
 		}
 	}
-	if best == nil {
-		return nil
-	}
-	return best.cert
+	return best
 }
 
 // Get returns the certificate for a TLS handshake: the one covering
@@ -379,7 +396,12 @@ type Info struct {
 	Names    []string  // names covered
 	Issuer   string    // issuer distinguished name
 	NotAfter time.Time // expiry of the leaf
-	SHA256   string    // leaf fingerprint, upper-case hex pairs joined by colons (as openssl prints it)
+	SHA256   string    // leaf fingerprint, upper-case hex pairs joined by colons (as openssl prints it); "" while an ACME certificate is pending
+
+	// ACME only.
+	Pending     string    // why no certificate is issued yet (a stand-in is served); "" once one is
+	LastError   string    // the CA's last error, kept until an issuance succeeds
+	NextRenewal time.Time // when renewal is due
 }
 
 // Infos lists the pool's certificates in source order.
@@ -389,6 +411,10 @@ func (p *Pool) Infos() []Info {
 	}
 	out := make([]Info, 0, len(p.entries))
 	for _, e := range p.entries {
+		if e.kind == KindACME {
+			out = append(out, e.acmeInfo())
+			continue
+		}
 		out = append(out, Info{
 			Name:     e.name,
 			Source:   e.kind,
