@@ -13,9 +13,10 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 	"time"
+
+	"mailpost/connset"
 )
 
 // Settings are the tunables of a Server. A session takes a snapshot when it
@@ -116,17 +117,12 @@ type Server struct {
 	baseCtx context.Context // parent of every session's context; cancelled by Close
 	cancel  context.CancelFunc
 
-	draining atomic.Bool // Shutdown or Close called: no new sessions, no new commands
+	// sessions counts, caps and drains the connections; Shutdown prods an
+	// idle session by expiring its read, Close closes its connection.
+	sessions *connset.Set[*session]
 	nextID   atomic.Uint64
 	accepted atomic.Uint64
 	rejected atomic.Uint64
-	wg       sync.WaitGroup // every connection goroutine
-
-	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
-	sessions  map[*session]struct{}
-	others    map[net.Conn]struct{} // connections being refused
-	perIP     map[netip.Addr]int
 }
 
 // NewServer returns a Server using b for logins. A nil log discards logs.
@@ -138,12 +134,9 @@ func NewServer(b Backend, s *Settings, log *slog.Logger) *Server {
 		s = &Settings{}
 	}
 	srv := &Server{
-		backend:   b,
-		log:       log,
-		listeners: make(map[net.Listener]struct{}),
-		sessions:  make(map[*session]struct{}),
-		others:    make(map[net.Conn]struct{}),
-		perIP:     make(map[netip.Addr]int),
+		backend:  b,
+		log:      log,
+		sessions: connset.New((*session).prod, func(s *session) { s.raw.Close() }),
 	}
 	srv.baseCtx, srv.cancel = context.WithCancel(context.Background())
 	srv.SetSettings(s)
@@ -158,10 +151,7 @@ func (srv *Server) SetSettings(s *Settings) {
 
 // Stats returns the current counters.
 func (srv *Server) Stats() Stats {
-	srv.mu.Lock()
-	n := len(srv.sessions)
-	srv.mu.Unlock()
-	return Stats{Sessions: n, Accepted: srv.accepted.Load(), Rejected: srv.rejected.Load()}
+	return Stats{Sessions: srv.sessions.Len(), Accepted: srv.accepted.Load(), Rejected: srv.rejected.Load()}
 }
 
 // Serve accepts connections on l until l is closed or the server shuts down.
@@ -170,108 +160,42 @@ func (srv *Server) Stats() Stats {
 // ErrServerClosed; if the caller closes l itself it returns nil, and sessions
 // accepted on l carry on.
 func (srv *Server) Serve(l net.Listener, implicitTLS bool, name string) error {
-	if !srv.trackListener(l, true) {
-		l.Close()
+	err := srv.sessions.Serve(l, name, func(c net.Conn) {
+		go srv.handle(c, implicitTLS, name)
+	}, srv.log, "pop3")
+	if errors.Is(err, connset.ErrStopped) {
 		return ErrServerClosed
 	}
-	defer srv.trackListener(l, false)
-
-	var backoff time.Duration
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if srv.draining.Load() {
-				return ErrServerClosed
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			// Retry on temporary errors such as EMFILE, with a growing
-			// pause so a full fd table does not become a busy loop.
-			var te interface{ Temporary() bool }
-			if errors.As(err, &te) && te.Temporary() {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				srv.log.Warn("pop3 accept failed, retrying", "listener", name, "delay", backoff, slog.Any("err", err))
-				time.Sleep(backoff)
-				continue
-			}
-			return fmt.Errorf("pop3: accept on %s: %w", name, err)
-		}
-		backoff = 0
-		srv.wg.Add(1)
-		go func() {
-			defer srv.wg.Done()
-			srv.handle(c, implicitTLS, name)
-		}()
+	if err != nil {
+		return fmt.Errorf("pop3: %w", err)
 	}
+	return nil
 }
 
 // ServeConn serves one connection accepted elsewhere (a custom listener, or
 // net.Pipe in tests) and returns when the session ends.
 func (srv *Server) ServeConn(c net.Conn, implicitTLS bool, name string) {
-	srv.wg.Add(1)
-	defer srv.wg.Done()
 	srv.handle(c, implicitTLS, name)
-}
-
-func (srv *Server) trackListener(l net.Listener, add bool) bool {
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	if add {
-		if srv.draining.Load() {
-			return false
-		}
-		srv.listeners[l] = struct{}{}
-	} else {
-		delete(srv.listeners, l)
-	}
-	return true
 }
 
 // handle applies the connection caps and runs a session or refuses it.
 func (srv *Server) handle(c net.Conn, implicitTLS bool, name string) {
 	cfg := srv.settings.Load()
-	remote := addrPort(c.RemoteAddr())
-	ip := remote.Addr()
-
-	srv.mu.Lock()
-	if srv.draining.Load() {
-		srv.mu.Unlock()
+	s, v := srv.sessions.Admit(c, cfg.MaxConnections, cfg.MaxConnectionsPerIP, func() *session {
+		return newSession(srv, c, cfg, implicitTLS, name)
+	})
+	switch v {
+	case connset.Stopping:
 		c.Close()
 		return
-	}
-	over := cfg.MaxConnections > 0 && len(srv.sessions) >= cfg.MaxConnections
-	if ip.IsValid() && cfg.MaxConnectionsPerIP > 0 && srv.perIP[ip] >= cfg.MaxConnectionsPerIP {
-		over = true
-	}
-	if over {
-		srv.others[c] = struct{}{}
-		srv.mu.Unlock()
+	case connset.Refused:
 		srv.rejected.Add(1)
 		srv.refuse(c, cfg, implicitTLS, name)
-		srv.mu.Lock()
-		delete(srv.others, c)
-		srv.mu.Unlock()
+		srv.sessions.EndRefusal(c)
 		return
 	}
-	s := newSession(srv, c, cfg, implicitTLS, name)
-	srv.sessions[s] = struct{}{}
-	if ip.IsValid() {
-		srv.perIP[ip]++
-	}
-	srv.mu.Unlock()
 	srv.accepted.Add(1)
-
-	defer func() {
-		srv.mu.Lock()
-		delete(srv.sessions, s)
-		if ip.IsValid() {
-			if srv.perIP[ip]--; srv.perIP[ip] <= 0 {
-				delete(srv.perIP, ip)
-			}
-		}
-		srv.mu.Unlock()
-	}()
+	defer srv.sessions.Release(s)
 	s.serve()
 }
 
@@ -301,78 +225,17 @@ func (srv *Server) refuse(c net.Conn, cfg *Settings, implicitTLS bool, name stri
 // "-ERR [SYS/TEMP] server shutting down", prods idle sessions so they notice,
 // and waits for all of them to end or for ctx to be done.
 func (srv *Server) Shutdown(ctx context.Context) error {
-	err := srv.stop(false)
-	ticker := time.NewTicker(5 * time.Millisecond)
-	defer ticker.Stop()
-	for n := 0; ; n++ {
-		srv.mu.Lock()
-		left := len(srv.sessions) + len(srv.others)
-		srv.mu.Unlock()
-		if left == 0 {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return errors.Join(err, ctx.Err())
-		case <-ticker.C:
-		}
-		if n == 20 {
-			ticker.Reset(50 * time.Millisecond)
-		}
+	err := srv.sessions.Stop(false)
+	if werr := srv.sessions.Wait(ctx); werr != nil {
+		return errors.Join(err, werr)
 	}
+	return err
 }
 
 // Close closes every listener and connection at once. A Commit in progress
 // still completes, since it does not touch the connection.
 func (srv *Server) Close() error {
-	return srv.stop(true)
-}
-
-func (srv *Server) stop(hard bool) error {
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	srv.draining.Store(true)
-	var errs []error
-	for l := range srv.listeners {
-		if err := l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
-			errs = append(errs, err)
-		}
-		delete(srv.listeners, l)
-	}
-	for s := range srv.sessions {
-		if hard {
-			s.raw.Close()
-		} else {
-			s.prod()
-		}
-	}
-	for c := range srv.others {
-		if hard {
-			c.Close()
-		} else {
-			c.SetReadDeadline(time.Now())
-		}
-	}
-	if hard {
-		srv.cancel()
-	}
-	return errors.Join(errs...)
-}
-
-// addrPort converts a net.Addr to a netip.AddrPort, zero if it has no IP
-// (net.Pipe). IPv4-mapped IPv6 addresses are unmapped so that caps count
-// one client once.
-func addrPort(a net.Addr) netip.AddrPort {
-	if a == nil {
-		return netip.AddrPort{}
-	}
-	if ta, ok := a.(*net.TCPAddr); ok {
-		ap := ta.AddrPort()
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	}
-	ap, err := netip.ParseAddrPort(a.String())
-	if err != nil {
-		return netip.AddrPort{}
-	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	err := srv.sessions.Stop(true)
+	srv.cancel()
+	return err
 }

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"mailpost/connset"
 )
 
 // state is the RFC 1939 §3 session state.
@@ -81,8 +83,8 @@ func newSession(srv *Server, c net.Conn, cfg *Settings, implicitTLS bool, name s
 		conn:        c,
 		implicitTLS: implicitTLS,
 		info: ConnInfo{
-			Remote:   addrPort(c.RemoteAddr()),
-			Local:    addrPort(c.LocalAddr()),
+			Remote:   connset.AddrPort(c.RemoteAddr()),
+			Local:    connset.AddrPort(c.LocalAddr()),
 			Listener: name,
 		},
 	}
@@ -124,7 +126,7 @@ func (s *session) armRead(d time.Duration) (draining bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.raw.SetReadDeadline(time.Now().Add(d))
-	return s.srv.draining.Load()
+	return s.srv.sessions.Draining()
 }
 
 func (s *session) timeout() time.Duration {
@@ -253,7 +255,7 @@ func (s *session) readFailed(err error) {
 		s.final(lineTooLong)
 		s.linger()
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		if s.srv.draining.Load() {
+		if s.srv.sessions.Draining() {
 			s.final(lineShutdown)
 		} else {
 			s.log.Info("pop3 idle timeout", "state", s.state)
