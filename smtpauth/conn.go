@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"mailpost/connset"
 )
 
 // conn wraps one accepted connection. go-smtp reads and writes through it
@@ -59,8 +61,8 @@ func newConn(srv *Server, raw net.Conn, cfg *Settings, listener string) *conn {
 		done:  make(chan struct{}),
 		start: time.Now(),
 		info: ConnInfo{
-			Remote:   addrPort(raw.RemoteAddr()),
-			Local:    addrPort(raw.LocalAddr()),
+			Remote:   connset.AddrPort(raw.RemoteAddr()),
+			Local:    connset.AddrPort(raw.LocalAddr()),
 			Listener: listener,
 		},
 	}
@@ -128,7 +130,7 @@ func (shutdownError) Temporary() bool { return true }
 
 func (c *conn) Read(b []byte) (int, error) {
 	c.mu.Lock()
-	if c.srv.draining.Load() && !c.busy {
+	if c.srv.conns.Draining() && !c.busy {
 		c.mu.Unlock()
 		return 0, errShuttingDown
 	}
@@ -186,7 +188,7 @@ func (c *conn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() {
 		c.cancel()
-		c.srv.release(c)
+		c.srv.conns.Release(c)
 		c.log.Debug("smtp session end", "duration", time.Since(c.start).Round(time.Millisecond))
 		close(c.done)
 	})

@@ -16,9 +16,10 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 	"time"
+
+	"mailpost/connset"
 )
 
 // Mode selects the policy of a Server.
@@ -166,17 +167,14 @@ type Server struct {
 	baseCtx context.Context // parent of every connection's context; cancelled by Close
 	cancel  context.CancelFunc
 
-	draining  atomic.Bool // Shutdown or Close called
+	// conns counts, caps and drains the connections; Shutdown closes an
+	// idle session (one not in a mail transaction) through its read, Close
+	// closes the connection under go-smtp. A Data call holds it too, since
+	// BDAT runs one beside the connection's goroutine.
+	conns     *connset.Set[*conn]
 	accepted  atomic.Uint64
 	rejected  atomic.Uint64
 	delivered atomic.Uint64
-
-	mu        sync.Mutex
-	listeners map[net.Listener]struct{}
-	conns     map[*conn]struct{}
-	others    map[net.Conn]struct{} // connections being refused
-	perIP     map[netip.Addr]int
-	inData    int // Data calls running; BDAT runs them beside the connection's goroutine
 }
 
 // NewServer returns a Server using b for policy. A nil log discards logs.
@@ -188,13 +186,12 @@ func NewServer(b Backend, s *Settings, log *slog.Logger) *Server {
 		s = &Settings{}
 	}
 	srv := &Server{
-		backend:   b,
-		log:       log,
-		limiter:   newRateLimiter(rateLimiterEntries),
-		listeners: make(map[net.Listener]struct{}),
-		conns:     make(map[*conn]struct{}),
-		others:    make(map[net.Conn]struct{}),
-		perIP:     make(map[netip.Addr]int),
+		backend: b,
+		log:     log,
+		limiter: newRateLimiter(rateLimiterEntries),
+		// Close the conn's net.Conn, not the conn: the connection stays
+		// counted until go-smtp has let go of it (see conn.Close).
+		conns: connset.New((*conn).prod, func(c *conn) { c.Conn.Close() }),
 	}
 	srv.baseCtx, srv.cancel = context.WithCancel(context.Background())
 	srv.SetSettings(s)
@@ -209,11 +206,8 @@ func (srv *Server) SetSettings(s *Settings) {
 
 // Stats returns the current counters.
 func (srv *Server) Stats() Stats {
-	srv.mu.Lock()
-	n := len(srv.conns)
-	srv.mu.Unlock()
 	return Stats{
-		Sessions:  n,
+		Sessions:  srv.conns.Len(),
 		Accepted:  srv.accepted.Load(),
 		Rejected:  srv.rejected.Load(),
 		Delivered: srv.delivered.Load(),
@@ -226,36 +220,16 @@ func (srv *Server) Stats() Stats {
 // ErrServerClosed; if the caller closes l itself it returns nil, and
 // connections accepted on l carry on.
 func (srv *Server) Serve(l net.Listener, implicitTLS bool, name string) error {
-	if !srv.trackListener(l, true) {
-		l.Close()
+	err := srv.conns.Serve(l, name, func(c net.Conn) {
+		srv.start(c, implicitTLS, name)
+	}, srv.log, "smtp")
+	if errors.Is(err, connset.ErrStopped) {
 		return ErrServerClosed
 	}
-	defer srv.trackListener(l, false)
-
-	var backoff time.Duration
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if srv.draining.Load() {
-				return ErrServerClosed
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			// Retry on temporary errors such as EMFILE, with a growing
-			// pause so a full fd table does not become a busy loop.
-			var te interface{ Temporary() bool }
-			if errors.As(err, &te) && te.Temporary() {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				srv.log.Warn("smtp accept failed, retrying", "listener", name, "delay", backoff, slog.Any("err", err))
-				time.Sleep(backoff)
-				continue
-			}
-			return fmt.Errorf("smtpauth: accept on %s: %w", name, err)
-		}
-		backoff = 0
-		srv.start(c, implicitTLS, name)
+	if err != nil {
+		return fmt.Errorf("smtpauth: %w", err)
 	}
+	return nil
 }
 
 // ServeConn serves one connection accepted elsewhere (a custom listener, or
@@ -266,89 +240,38 @@ func (srv *Server) ServeConn(c net.Conn, implicitTLS bool, name string) {
 	}
 }
 
-func (srv *Server) trackListener(l net.Listener, add bool) bool {
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	if add {
-		if srv.draining.Load() {
-			return false
-		}
-		srv.listeners[l] = struct{}{}
-	} else {
-		delete(srv.listeners, l)
-	}
-	return true
-}
-
 // start applies the connection caps and hands the connection to a go-smtp
 // engine, or refuses it. It does not block on the session; the returned
 // channel is closed when the session is over (nil if there was none).
 func (srv *Server) start(raw net.Conn, implicitTLS bool, name string) <-chan struct{} {
 	cfg := srv.settings.Load()
-	ip := addrPort(raw.RemoteAddr()).Addr()
-
-	srv.mu.Lock()
-	if srv.draining.Load() {
-		srv.mu.Unlock()
+	c, v := srv.conns.Admit(raw, cfg.MaxConnections, cfg.MaxConnectionsPerIP, func() *conn {
+		return newConn(srv, raw, cfg, name)
+	})
+	switch v {
+	case connset.Stopping:
 		raw.Close()
 		return nil
-	}
-	over := cfg.MaxConnections > 0 && len(srv.conns) >= cfg.MaxConnections
-	if ip.IsValid() && cfg.MaxConnectionsPerIP > 0 && srv.perIP[ip] >= cfg.MaxConnectionsPerIP {
-		over = true
-	}
-	if over {
-		srv.others[raw] = struct{}{}
-		srv.mu.Unlock()
+	case connset.Refused:
 		srv.rejected.Add(1)
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
 			srv.refuse(raw, cfg, implicitTLS, name)
-			srv.mu.Lock()
-			delete(srv.others, raw)
-			srv.mu.Unlock()
+			srv.conns.EndRefusal(raw)
 		}()
 		return done
 	}
-	c := newConn(srv, raw, cfg, name)
-	srv.conns[c] = struct{}{}
-	if ip.IsValid() {
-		srv.perIP[ip]++
-	}
-	srv.mu.Unlock()
 	srv.accepted.Add(1)
-
 	c.serve(implicitTLS)
 	return c.done
 }
 
-// release forgets a connection whose session has ended.
-func (srv *Server) release(c *conn) {
-	ip := c.info.Remote.Addr()
-	srv.mu.Lock()
-	delete(srv.conns, c)
-	if ip.IsValid() {
-		if srv.perIP[ip]--; srv.perIP[ip] <= 0 {
-			delete(srv.perIP, ip)
-		}
-	}
-	srv.mu.Unlock()
-}
-
 // dataStarted and dataEnded count Data calls, so that Shutdown also waits
 // for a BDAT delivery that outlives its connection's goroutine.
-func (srv *Server) dataStarted() {
-	srv.mu.Lock()
-	srv.inData++
-	srv.mu.Unlock()
-}
+func (srv *Server) dataStarted() { srv.conns.Hold() }
 
-func (srv *Server) dataEnded() {
-	srv.mu.Lock()
-	srv.inData--
-	srv.mu.Unlock()
-}
+func (srv *Server) dataEnded() { srv.conns.Unhold() }
 
 // refuse tells a client over a connection cap to come back later (RFC 5321
 // §3.8: 421 and close). On implicit TLS the reply must be encrypted, so the
@@ -378,24 +301,10 @@ func (srv *Server) refuse(c net.Conn, cfg *Settings, implicitTLS bool, name stri
 // first, whatever is left is closed as by Close and ctx's error returned.
 func (srv *Server) Shutdown(ctx context.Context) error {
 	err := srv.stop(false)
-	ticker := time.NewTicker(5 * time.Millisecond)
-	defer ticker.Stop()
-	for n := 0; ; n++ {
-		srv.mu.Lock()
-		left := len(srv.conns) + len(srv.others) + srv.inData
-		srv.mu.Unlock()
-		if left == 0 {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return errors.Join(err, srv.stop(true), ctx.Err())
-		case <-ticker.C:
-		}
-		if n == 20 {
-			ticker.Reset(50 * time.Millisecond)
-		}
+	if werr := srv.conns.Wait(ctx); werr != nil {
+		return errors.Join(err, srv.stop(true), werr)
 	}
+	return err
 }
 
 // Close closes every listener and connection at once and cancels the
@@ -405,50 +314,9 @@ func (srv *Server) Close() error {
 }
 
 func (srv *Server) stop(hard bool) error {
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	srv.draining.Store(true)
-	var errs []error
-	for l := range srv.listeners {
-		if err := l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
-			errs = append(errs, err)
-		}
-		delete(srv.listeners, l)
-	}
-	for c := range srv.conns {
-		if hard {
-			c.Conn.Close()
-		} else {
-			c.prod()
-		}
-	}
-	for c := range srv.others {
-		if hard {
-			c.Close()
-		} else {
-			c.SetReadDeadline(time.Now())
-		}
-	}
+	err := srv.conns.Stop(hard)
 	if hard {
 		srv.cancel()
 	}
-	return errors.Join(errs...)
-}
-
-// addrPort converts a net.Addr to a netip.AddrPort, zero if it has no IP
-// (net.Pipe). IPv4-mapped IPv6 addresses are unmapped so that caps count
-// one client once.
-func addrPort(a net.Addr) netip.AddrPort {
-	if a == nil {
-		return netip.AddrPort{}
-	}
-	if ta, ok := a.(*net.TCPAddr); ok {
-		ap := ta.AddrPort()
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	}
-	ap, err := netip.ParseAddrPort(a.String())
-	if err != nil {
-		return netip.AddrPort{}
-	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	return err
 }
