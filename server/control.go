@@ -108,6 +108,7 @@ type Status struct {
 	LastReload     *ReloadResult  `json:"last_reload,omitempty"`
 	Reloads        ReloadCounts   `json:"reloads"`
 	Listeners      []ListenerInfo `json:"listeners"`
+	Certificates   []CertStatus   `json:"certificates"`
 	POP3Sessions   int            `json:"pop3_sessions"`
 	SMTPSessions   int            `json:"smtp_sessions"`
 	Memory         MemStats       `json:"memory"`
@@ -159,6 +160,7 @@ func (s *Server) Status() Status {
 		ConfigRevision: rt.rev.Seq,
 		ConfigSHA256:   rt.rev.SHA256,
 		Listeners:      s.Listeners(),
+		Certificates:   certStatuses(rt.pool, time.Now()),
 		POP3Sessions:   s.pop3.Stats().Sessions,
 		SMTPSessions:   s.subm.Stats().Sessions + s.inbound.Stats().Sessions,
 		Memory:         readMemStats(),

@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"mailpost/acme"
 	"mailpost/auth"
 	"mailpost/certs"
 	"mailpost/config"
@@ -48,6 +49,8 @@ type Server struct {
 	pop3     *pop3.Server
 	subm     *smtpauth.Server // submission: 465 and 587
 	inbound  *smtpauth.Server // MX: 25
+	acme     *acme.Service    // ACME certificates, kept across reloads
+	web      *web             // http/https listeners' servers; set by Start
 	started  time.Time
 
 	cur atomic.Pointer[runtime]
@@ -81,7 +84,7 @@ type listener struct {
 	key   string // the address as configured (plus #n for repeated port 0)
 	addr  netip.AddrPort
 	ln    net.Listener
-	proto atomic.Pointer[string] // "pop3s", "pop3", "submissions", "submission" or "smtp"
+	proto atomic.Pointer[string] // "pop3s", "pop3", "submissions", "submission", "smtp", "http" or "https"
 }
 
 // Options tune parts of the server that tests and benchmarks need to reach.
@@ -91,6 +94,8 @@ type Options struct {
 	ConfigPath string
 	Verifier   auth.VerifierOptions
 	Throttle   auth.ThrottleOptions
+	// ACME tunes retries; its Store and Log are the server's.
+	ACME acme.Options
 }
 
 // New builds a server for cfg on an opened store. Nothing listens until Start.
@@ -104,6 +109,8 @@ func New(cfg *config.Config, store *storage.Store, log *slog.Logger, opt Options
 		listeners: map[string]*listener{},
 		cfgPath:   opt.ConfigPath,
 	}
+	opt.ACME.Store, opt.ACME.Log = store, log.With("component", "acme")
+	s.acme = acme.New(opt.ACME)
 	rt, err := s.build(cfg)
 	if err != nil {
 		return nil, err
@@ -120,7 +127,8 @@ func New(cfg *config.Config, store *storage.Store, log *slog.Logger, opt Options
 func (s *Server) build(cfg *config.Config) (*runtime, error) {
 	var sources []certs.Source
 	for _, c := range cfg.Certificates {
-		sources = append(sources, certs.Source{Name: c.Name, Static: c.Static, SelfSigned: c.SelfSigned, Names: c.Names})
+		sources = append(sources, certs.Source{Name: c.Name, Static: c.Static, SelfSigned: c.SelfSigned, Names: c.Names,
+			ACME: c.ACME != nil, Provider: s.acme})
 	}
 	pool, err := certs.Build(sources, s.store, time.Now())
 	if err != nil {
@@ -221,12 +229,20 @@ func certName(cfg *config.Config, service string) string {
 // If any listener cannot be opened, none stays open and the error says which.
 func (s *Server) Start() error {
 	rt := s.cur.Load()
+	s.mu.Lock()
+	s.web = s.startWeb() // before any http/https socket accepts
+	s.mu.Unlock()
 	if err := s.reconcile(rt); err != nil {
+		s.stopWeb()
 		return err
 	}
+	// The challenge responders listen now, so issuance may start.
+	s.configureACME(rt.cfg)
 	ctl, err := startControl(s, ControlSocketPath(rt.cfg.DataDir))
 	if err != nil {
 		s.closeListeners()
+		s.acme.Close()
+		s.stopWeb()
 		return err
 	}
 	s.mu.Lock()
@@ -268,6 +284,14 @@ func wantedListeners(cfg *config.Config) map[string]binding {
 	if p := cfg.Inbound; p != nil {
 		for _, a := range p.Bindings {
 			add("smtp", a)
+		}
+	}
+	if h := cfg.HTTP; h != nil {
+		for _, a := range h.Bindings {
+			add("http", a)
+		}
+		for _, a := range h.TLSBindings {
+			add("https", a)
 		}
 	}
 	return want
@@ -364,6 +388,10 @@ func (s *Server) accept(l *listener) {
 				s.subm.ServeConn(c, false, name)
 			case "smtp":
 				s.inbound.ServeConn(c, false, name)
+			case "http":
+				s.web.httpQ.push(c)
+			case "https":
+				s.web.httpsQ.push(c)
 			default:
 				s.log.Error("no server for protocol", "proto", proto)
 				c.Close()
@@ -416,7 +444,7 @@ func (s *Server) closeListeners() {
 // or for ctx. The store is the caller's to close afterwards.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	ctl := s.control
+	ctl, w := s.control, s.web
 	s.control = nil
 	s.mu.Unlock()
 	var errs []error
@@ -424,6 +452,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		errs = append(errs, ctl.shutdown(ctx))
 	}
 	s.closeListeners()
+	s.acme.Close()
+	if w != nil {
+		errs = append(errs, w.shutdown(ctx))
+	}
 	// Drain all protocols at once, each within ctx; out of time, cut what
 	// is left. Deletions are only applied by a completed QUIT and a message
 	// is only acknowledged once stored, so nothing is half-done.

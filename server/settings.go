@@ -54,10 +54,10 @@ func WriteSettings(w io.Writer, cfg *config.Config, pool *certs.Pool, store *sto
 	if pool != nil {
 		fmt.Fprintln(w, "\nCertificates:")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "  NAME\tSOURCE\tNAMES\tISSUER\tNOT AFTER\tSHA-256")
+		fmt.Fprintln(tw, "  NAME\tSOURCE\tNAMES\tISSUER\tNOT AFTER\tSHA-256\tNEXT RENEWAL\tSTATE")
 		for _, ci := range pool.Infos() {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", ci.Name, ci.Source, strings.Join(ci.Names, ","),
-				ci.Issuer, ci.NotAfter.UTC().Format(time.RFC3339), ci.SHA256)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ci.Name, ci.Source, strings.Join(ci.Names, ","),
+				ci.Issuer, ci.NotAfter.UTC().Format(time.RFC3339), orDash(ci.SHA256), renewal(ci), certState(ci))
 		}
 		tw.Flush()
 	}
@@ -118,4 +118,32 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// renewal is when an ACME certificate is due for renewal; the other kinds
+// are renewed by hand (static) or at start-up (self-signed).
+func renewal(ci certs.Info) string {
+	if ci.NextRenewal.IsZero() {
+		return "-"
+	}
+	return ci.NextRenewal.UTC().Format(time.RFC3339)
+}
+
+// certState says whether a certificate is what clients get: an ACME name
+// without an issued certificate is served a self-signed stand-in.
+func certState(ci certs.Info) string {
+	switch {
+	case ci.Pending != "":
+		return "pending: " + ci.Pending
+	case ci.LastError != "":
+		return "ok (last error: " + ci.LastError + ")"
+	}
+	return "ok"
 }
