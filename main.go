@@ -38,6 +38,8 @@ Usage:
   mailpost config show REV [-config FILE]    print one recorded revision
   mailpost deliver -to ADDR [-config FILE] < message
   mailpost hash-password                     read a password (no echo, or stdin), print its hash
+  mailpost test roundtrip -user ADDR [-config FILE] [-password-file F] [-strict] [-host H]
+                                             send to yourself, read it back over POP3, step by step
 
 -config defaults to ./mailpost.hcl.
 `
@@ -53,6 +55,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cmd, args := args[0], args[1:]
+	if cmd == "test" {
+		return cmdTest(args, stdin, stdout, stderr)
+	}
 	if cmd == "config" {
 		// Two-word commands: "config history", "config show REV".
 		if len(args) == 0 || (args[0] != "history" && args[0] != "show") {
