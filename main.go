@@ -219,6 +219,7 @@ func cmdStatus(path string, stdout, stderr io.Writer) error {
 	for _, l := range st.Listeners {
 		fmt.Fprintf(stdout, "  %-6s %s\n", l.Proto, l.Addr)
 	}
+	server.WriteCertStatus(stdout, st.Certificates)
 	fmt.Fprintf(stdout, "reloads          %d applied, %d unchanged, %d refused\n", st.Reloads.OK, st.Reloads.NoOp, st.Reloads.Failed)
 	if r := st.LastReload; r != nil {
 		outcome := "applied"

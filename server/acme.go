@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -150,5 +153,26 @@ func (s *Server) stopWeb() {
 	s.mu.Unlock()
 	if w != nil {
 		w.shutdown(context.Background())
+	}
+}
+
+// WriteCertStatus prints the certificates part of `mailpost status`: one
+// line per certificate, and for ACME ones why they are pending, when they
+// renew and the CA's last error.
+func WriteCertStatus(w io.Writer, cs []CertStatus) {
+	fmt.Fprintln(w, "certificates:")
+	for _, c := range cs {
+		state := "ok"
+		if c.Pending != "" {
+			state = "PENDING (self-signed stand-in served): " + c.Pending
+		}
+		fmt.Fprintf(w, "  %-12s %-11s %s  expires %s (in %s)  %s\n", c.Name, c.Source, strings.Join(c.Names, ","),
+			c.NotAfter.UTC().Format(time.RFC3339), time.Duration(c.ExpirySeconds)*time.Second, state)
+		if !c.NextRenewal.IsZero() {
+			fmt.Fprintf(w, "  %-12s next renewal %s\n", "", c.NextRenewal.UTC().Format(time.RFC3339))
+		}
+		if c.LastError != "" {
+			fmt.Fprintf(w, "  %-12s last error: %s\n", "", c.LastError)
+		}
 	}
 }

@@ -175,6 +175,12 @@ func TestACMEEndToEnd(t *testing.T) {
 		t.Errorf("settings do not show the pending certificate:\n%s", settings.String())
 	}
 
+	var status strings.Builder
+	WriteCertStatus(&status, s.Status().Certificates)
+	if !strings.Contains(status.String(), "PENDING (self-signed stand-in served): attempt") || !strings.Contains(status.String(), "last error: ACME directory") {
+		t.Errorf("status text does not show the pending certificate:\n%s", status.String())
+	}
+
 	// The http listener answers what is not a challenge with a 404.
 	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(fmt.Sprintf("http://127.0.0.1:%d/", httpPort))
 	if err != nil {
