@@ -155,10 +155,23 @@ func New(store *storage.Store, st *Settings, log *slog.Logger, opt Options) *Run
 }
 
 // SetSettings swaps in new settings (a reload); deliveries in flight finish
-// with the ones they started with.
+// with the ones they started with. A DKIM key the new settings name is
+// made now, so `mailpost dns` can show it before the first message.
 func (r *Runner) SetSettings(st *Settings) {
+	r.ensureKey(st)
 	r.st.Store(st)
 	r.Wake()
+}
+
+// ensureKey loads or makes the DKIM key st names. A failure is logged, not
+// fatal: mail still flows (unsigned) and signing retries per message.
+func (r *Runner) ensureKey(st *Settings) {
+	if st == nil || st.DKIM == nil {
+		return
+	}
+	if _, err := r.key(st.DKIM); err != nil {
+		r.log.Error("outbound: DKIM key", "selector", st.DKIM.Selector, "err", err)
+	}
 }
 
 // Wake makes the runner look at the queue now; it never blocks, so the
@@ -173,11 +186,7 @@ func (r *Runner) Wake() {
 // Start runs the scheduler until Stop. The DKIM key is made here if the
 // settings ask for one that the store does not hold yet.
 func (r *Runner) Start() error {
-	if st := r.st.Load(); st != nil && st.DKIM != nil {
-		if _, err := r.key(st.DKIM); err != nil {
-			return err
-		}
-	}
+	r.ensureKey(r.st.Load())
 	ctx, cancel := context.WithCancel(context.Background())
 	r.mu.Lock()
 	if r.cancel != nil {

@@ -49,6 +49,8 @@ func startControl(s *Server, path string) (*controlServer, error) {
 	mux.HandleFunc("GET /v1/settings", s.handleSettings)
 	mux.HandleFunc("POST /v1/reload", s.handleReload)
 	mux.HandleFunc("GET /v1/queue", s.handleQueue)
+	mux.HandleFunc("POST /v1/queue/{id}/{action}", s.handleQueueAction)
+	mux.HandleFunc("GET /v1/dns", s.handleDNS)
 	mux.HandleFunc("GET /v1/revisions", s.handleRevisions)
 	mux.HandleFunc("GET /v1/revisions/{seq}", s.handleRevision)
 	c := &controlServer{path: path, done: make(chan struct{}),

@@ -130,6 +130,7 @@ func (s *Server) apply(cfg *config.Config) (bool, uint64, error) {
 	s.pop3.SetSettings(s.pop3Settings(rt))
 	s.subm.SetSettings(s.smtpSettings(rt, smtpauth.Submission))
 	s.inbound.SetSettings(s.smtpSettings(rt, smtpauth.Inbound))
+	s.outbound.SetSettings(outboundSettings(rt.cfg))
 	s.configureACME(cfg)
 	return true, rt.rev.Seq, nil
 }

@@ -26,6 +26,7 @@ import (
 	"mailpost/auth"
 	"mailpost/certs"
 	"mailpost/config"
+	"mailpost/outbound"
 	"mailpost/pop3"
 	"mailpost/smtpauth"
 	"mailpost/storage"
@@ -49,6 +50,7 @@ type Server struct {
 	pop3     *pop3.Server
 	subm     *smtpauth.Server // submission: 465 and 587
 	inbound  *smtpauth.Server // MX: 25
+	outbound *outbound.Runner // delivers the queue
 	acme     *acme.Service    // ACME certificates, kept across reloads
 	web      *web             // http/https listeners' servers; set by Start
 	started  time.Time
@@ -96,6 +98,9 @@ type Options struct {
 	Throttle   auth.ThrottleOptions
 	// ACME tunes retries; its Store and Log are the server's.
 	ACME acme.Options
+	// Outbound injects the queue runner's resolver, next-hop port and
+	// timeouts.
+	Outbound outbound.Options
 }
 
 // New builds a server for cfg on an opened store. Nothing listens until Start.
@@ -119,6 +124,7 @@ func New(cfg *config.Config, store *storage.Store, log *slog.Logger, opt Options
 	s.pop3 = pop3.NewServer(pop3Backend{s}, s.pop3Settings(rt), log.With("proto", "pop3"))
 	s.subm = smtpauth.NewServer(smtpBackend{s}, s.smtpSettings(rt, smtpauth.Submission), log.With("proto", "submission"))
 	s.inbound = smtpauth.NewServer(smtpBackend{s}, s.smtpSettings(rt, smtpauth.Inbound), log.With("proto", "smtp"))
+	s.outbound = outbound.New(store, outboundSettings(cfg), log.With("proto", "outbound"), opt.Outbound)
 	return s, nil
 }
 
@@ -248,6 +254,7 @@ func (s *Server) Start() error {
 	s.mu.Lock()
 	s.control = ctl
 	s.mu.Unlock()
+	s.outbound.Start()
 	s.log.Info("mailpost started", "hostname", rt.cfg.Hostname, "config_revision", rt.rev.Seq,
 		"listeners", len(s.Listeners()), "control", ctl.path)
 	return nil
@@ -478,6 +485,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	wg.Wait()
 	s.wg.Wait()
+	errs = append(errs, s.outbound.Stop(ctx)) // queued mail stays queued
 	return errors.Join(errs...)
 }
 

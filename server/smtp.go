@@ -125,6 +125,7 @@ func (b smtpBackend) Deliver(ctx context.Context, ci smtpauth.ConnInfo, env *smt
 	queued := uint64(0)
 	if res.Queued != nil {
 		queued = res.Queued.ID
+		b.s.outbound.Wake()
 	}
 	b.s.log.Info("message accepted", "id", env.ID, "from", env.From, "account", env.Account,
 		"local", len(local), "remote", len(remote), "queue_id", queued)
