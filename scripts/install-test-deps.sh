@@ -19,3 +19,16 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+
+# Pebble, Let's Encrypt's test CA, and its DNS/challenge test server: the
+# ACME tests run both on loopback (acme/acmetest). go install also puts
+# Pebble's module (with the test certificates the tests use) in the module
+# cache.
+pebble_version=v2.10.1
+gobin="$(go env GOPATH | cut -d: -f1)/bin"
+for tool in pebble pebble-challtestsrv; do
+  if [ ! -x "$gobin/$tool" ] || [ ! -d "$(go env GOMODCACHE)/github.com/letsencrypt/pebble/v2@$pebble_version" ]; then
+    echo "installing $tool $pebble_version"
+    go install "github.com/letsencrypt/pebble/v2/cmd/$tool@$pebble_version"
+  fi
+done
