@@ -149,11 +149,14 @@ func certVerdict(chain []*x509.Certificate, name string, roots *x509.CertPool, n
 		inter.AddCert(c)
 	}
 	// The name and dates were judged above, each in its own words; here
-	// only the chain. CurrentTime inside the leaf's validity keeps an
-	// expired leaf from hiding an unknown issuer.
+	// only the chain, at the moment of the leaf's validity nearest to now,
+	// so that an expired leaf does not hide an unknown issuer.
 	at := now
-	if at.After(leaf.NotAfter) || at.Before(leaf.NotBefore) {
-		at = leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
+	switch {
+	case at.After(leaf.NotAfter):
+		at = leaf.NotAfter
+	case at.Before(leaf.NotBefore):
+		at = leaf.NotBefore
 	}
 	_, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: at,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
@@ -179,7 +182,10 @@ func certVerdict(chain []*x509.Certificate, name string, roots *x509.CertPool, n
 }
 
 func selfSigned(c *x509.Certificate) bool {
-	return bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil
+	// CheckSignatureFrom would insist that the "parent" be a CA; a
+	// self-signed server certificate usually is not.
+	return bytes.Equal(c.RawIssuer, c.RawSubject) &&
+		c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil
 }
 
 // coveredNames lists the DNS names and IP addresses a certificate is valid
