@@ -3,31 +3,58 @@ package acme
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"time"
 )
 
-// challengeFilter removes one challenge type from the authorization
-// objects the CA sends (RFC 8555 §7.1.4). autocert always tries
-// tls-alpn-01 first; when the configuration says http-01 (because nothing
-// answers on 443), letting it try would cost a failed validation at every
-// issuance, and public CAs rate-limit those. Hiding the challenge makes
-// autocert go straight to the one configured.
-type challengeFilter struct {
-	base http.RoundTripper
-	drop string
+// caTransport sits between autocert and the CA. It does two things
+// autocert has no hook for:
+//
+//   - It removes one challenge type from the authorization objects the CA
+//     sends (RFC 8555 §7.1.4). autocert always tries tls-alpn-01 first;
+//     when the configuration says http-01 (because nothing answers on
+//     443), letting it try would cost a failed validation at every
+//     issuance, and public CAs rate-limit those. Hiding the challenge
+//     makes autocert go straight to the one configured.
+//   - It remembers the CA's last error (an RFC 8555 §6.7 problem document,
+//     or the connection failure), so that a renewal failing inside
+//     autocert's own timer can still be reported with the CA's words.
+type caTransport struct {
+	base    http.RoundTripper
+	drop    string // challenge type to hide; "" = none
+	lastErr atomic.Pointer[caError]
+}
+
+type caError struct {
+	at  time.Time
+	msg string
+}
+
+func (f *caTransport) note(msg string) {
+	f.lastErr.Store(&caError{at: time.Now(), msg: msg})
 }
 
 // maxACMEBody bounds what is read from the CA to rewrite; an authorization
 // is a few kilobytes.
 const maxACMEBody = 1 << 20
 
-func (f *challengeFilter) RoundTrip(req *http.Request) (*http.Response, error) {
+func (f *caTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := f.base.RoundTrip(req)
-	if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(resp.Header.Get("Content-Type"), "json") {
+	if err != nil {
+		f.note(err.Error())
 		return resp, err
+	}
+	ct := resp.Header.Get("Content-Type")
+	if resp.StatusCode >= 400 && strings.HasPrefix(ct, "application/problem+json") {
+		return f.problem(resp)
+	}
+	if f.drop == "" || resp.StatusCode != http.StatusOK || !strings.Contains(ct, "json") {
+		return resp, nil
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxACMEBody))
 	resp.Body.Close()
@@ -74,4 +101,24 @@ func dropChallenge(body []byte, typ string) ([]byte, bool) {
 		return nil, false
 	}
 	return out, true
+}
+
+// problem records a problem document and hands it on unchanged.
+func (f *caTransport) problem(resp *http.Response) (*http.Response, error) {
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxACMEBody))
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	var p struct {
+		Type   string `json:"type"`
+		Detail string `json:"detail"`
+	}
+	// badNonce is retried by the ACME client itself (RFC 8555 §6.5); it
+	// is not a failure worth reporting.
+	if json.Unmarshal(body, &p) == nil && !strings.HasSuffix(p.Type, ":badNonce") {
+		f.note(fmt.Sprintf("%d %s: %s", resp.StatusCode, p.Type, p.Detail))
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	return resp, nil
 }

@@ -2,6 +2,9 @@ package acme
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -30,3 +33,37 @@ func TestDropChallenge(t *testing.T) {
 		}
 	}
 }
+
+// TestCATransportKeepsProblems: a problem document is recorded (and passed
+// on unchanged), badNonce is not.
+func TestCATransportKeepsProblems(t *testing.T) {
+	body := ""
+	ct := &caTransport{base: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: 429, Header: http.Header{"Content-Type": {"application/problem+json"}},
+			Body: io.NopCloser(strings.NewReader(body)), Request: r}, nil
+	})}
+	req, _ := http.NewRequest("POST", "https://ca.invalid/new-order", nil)
+	body = `{"type":"urn:ietf:params:acme:error:badNonce","detail":"stale"}`
+	if _, err := ct.RoundTrip(req); err != nil {
+		t.Fatal(err)
+	}
+	if e := ct.lastErr.Load(); e != nil {
+		t.Errorf("badNonce recorded: %v", e.msg)
+	}
+	body = `{"type":"urn:ietf:params:acme:error:rateLimited","detail":"too many certificates"}`
+	resp, err := ct.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	passed, _ := io.ReadAll(resp.Body)
+	if string(passed) != body {
+		t.Errorf("body passed on = %q", passed)
+	}
+	if e := ct.lastErr.Load(); e == nil || e.msg != "429 urn:ietf:params:acme:error:rateLimited: too many certificates" {
+		t.Errorf("recorded = %+v", e)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -63,6 +63,7 @@ type manager struct {
 	m      *autocert.Manager
 	client *xacme.Client
 	http   http.Handler // autocert's http-01 responder; nil for tls-alpn-01
+	ca     *caTransport
 	names  atomic.Pointer[map[string]bool]
 }
 
@@ -187,11 +188,11 @@ func (s *Service) managerFor(a *config.ACME) (*manager, error) {
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
-	var rt http.RoundTripper = tr
+	rt := &caTransport{base: tr}
 	if a.Challenge == config.ChallengeHTTP01 {
-		rt = &challengeFilter{base: tr, drop: config.ChallengeTLSALPN01}
+		rt.drop = config.ChallengeTLSALPN01
 	}
-	m := &manager{key: key}
+	m := &manager{key: key, ca: rt}
 	empty := map[string]bool{}
 	m.names.Store(&empty)
 	m.client = &xacme.Client{DirectoryURL: a.DirectoryURL, UserAgent: "mailpost",
@@ -395,8 +396,21 @@ func (s *Service) State(d string) certs.ACMEState {
 	n.mu.Unlock()
 	if c := n.cert.Load(); c != nil {
 		st.Pending = ""
-		// autocert renews this long before expiry (less up to 10% jitter).
-		st.NextRenewal = c.Leaf.NotAfter.Add(-min(n.mgr.key.renewBefore, config.MaxACMERenewBefore))
+		// autocert renews this long before expiry, plus a jitter of up to
+		// a tenth of it (at most an hour).
+		threshold := min(n.mgr.key.renewBefore, config.MaxACMERenewBefore)
+		st.NextRenewal = c.Leaf.NotAfter.Add(-threshold)
+		// autocert's renewal timer reports nothing; a certificate still
+		// not replaced well after its renewal time means it failed, and
+		// the transport has the CA's words for why.
+		grace := min(threshold/10, time.Hour) + min(threshold/5, 5*time.Minute)
+		if now := time.Now(); now.After(st.NextRenewal.Add(grace)) {
+			msg := "renewal overdue since " + st.NextRenewal.UTC().Format(time.RFC3339)
+			if e := n.mgr.ca.lastErr.Load(); e != nil && e.at.After(st.NextRenewal) {
+				msg += "; last CA error: " + e.msg
+			}
+			st.LastError = msg
+		}
 	}
 	return st
 }

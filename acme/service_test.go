@@ -191,10 +191,10 @@ func TestIssueHTTP01(t *testing.T) {
 	}
 }
 
-// TestIssueTLSALPN01 gets a certificate through tls-alpn-01, then renews
-// it: Pebble issues 8-second certificates and renew_before is 6s, so
+// TestIssueTLSALPN01AndRenew gets a certificate through tls-alpn-01, then
+// renews it: Pebble issues 8-second certificates and renew_before is 6s, so
 // autocert's timer renews within a few seconds and the cache hook must
-// publish the new one.
+// publish the new one. Then the CA stops and the failed renewal must show.
 func TestIssueTLSALPN01AndRenew(t *testing.T) {
 	dns := acmetest.StartDNS(t)
 	tlsPort := acmetest.FreePort(t)
@@ -212,6 +212,18 @@ func TestIssueTLSALPN01AndRenew(t *testing.T) {
 	verify(t, renewed, roots, "pop.example.com")
 	if !renewed.Leaf.NotAfter.After(first.Leaf.NotAfter) {
 		t.Errorf("renewed certificate expires %v, not after the first's %v", renewed.Leaf.NotAfter, first.Leaf.NotAfter)
+	}
+
+	// The CA goes away: the next renewal fails inside autocert's timer,
+	// and the state says so with the transport's error.
+	p.Stop()
+	deadline := time.Now().Add(15 * time.Second)
+	for st := svc.State("pop.example.com"); !strings.Contains(st.LastError, "renewal overdue") ||
+		!strings.Contains(st.LastError, "connection refused"); st = svc.State("pop.example.com") {
+		if time.Now().After(deadline) {
+			t.Fatalf("a failed renewal never showed: %+v", st)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
