@@ -34,7 +34,7 @@ type testPKI struct {
 	roots *x509.CertPool
 }
 
-func newPKI(t *testing.T, cn string) *testPKI {
+func newPKI(t testing.TB, cn string) *testPKI {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -57,7 +57,7 @@ func newPKI(t *testing.T, cn string) *testPKI {
 }
 
 // leaf issues a server certificate; a nil pki makes it self-signed.
-func (p *testPKI) leaf(t *testing.T, notBefore, notAfter time.Time, names ...string) (*x509.Certificate, *ecdsa.PrivateKey) {
+func (p *testPKI) leaf(t testing.TB, notBefore, notAfter time.Time, names ...string) (*x509.Certificate, *ecdsa.PrivateKey) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -82,7 +82,7 @@ func (p *testPKI) leaf(t *testing.T, notBefore, notAfter time.Time, names ...str
 }
 
 // writeLeaf writes a fresh leaf for names into dir and returns the paths.
-func (p *testPKI) writeLeaf(t *testing.T, dir string, names ...string) (certFile, keyFile string) {
+func (p *testPKI) writeLeaf(t testing.TB, dir string, names ...string) (certFile, keyFile string) {
 	t.Helper()
 	c, key := p.leaf(t, time.Now().Add(-time.Hour), time.Now().Add(90*24*time.Hour), names...)
 	keyDER, err := x509.MarshalECPrivateKey(key)
@@ -108,7 +108,12 @@ type mailServer struct {
 	addr  map[string]string // proto ("pop3s", "pop3", "submissions", "submission") → address
 }
 
-func startMailServer(t *testing.T, pki *testPKI) *mailServer {
+func startMailServer(t testing.TB, pki *testPKI) *mailServer {
+	return startMailServerWith(t, pki, "")
+}
+
+// startMailServerWith adds mailboxAttrs to alice's mailbox block.
+func startMailServerWith(t testing.TB, pki *testPKI, mailboxAttrs string) *mailServer {
 	t.Helper()
 	dir := t.TempDir()
 	certFile, keyFile := pki.writeLeaf(t, dir, "mail.example.com")
@@ -132,8 +137,9 @@ submission {
 }
 mailbox "alice@example.com" {
   password_hash = %q
+  %s
 }
-`, certFile, keyFile, demoHash)
+`, certFile, keyFile, demoHash, mailboxAttrs)
 	path := filepath.Join(dir, "mailpost.hcl")
 	cfg, diags := config.Parse(path, []byte(src))
 	if diags.HasErrors() {
@@ -174,7 +180,7 @@ mailbox "alice@example.com" {
 }
 
 // messages returns the texts in alice's maildrop.
-func (ms *mailServer) messages(t *testing.T) []string {
+func (ms *mailServer) messages(t testing.TB) []string {
 	t.Helper()
 	list, err := ms.store.List("alice@example.com")
 	if err != nil {

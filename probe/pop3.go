@@ -158,6 +158,11 @@ func (p *popConn) login(user, pass string) (string, error) {
 		}
 		return "AUTH PLAIN", nil
 	}
+	// RFC 1939 §3: a command is one line; a line break inside the name
+	// or password would smuggle in a second command.
+	if strings.ContainsAny(user+pass, "\r\n") {
+		return "", errors.New("the user name or password contains a line break, which USER/PASS cannot carry")
+	}
 	if _, err := p.cmd("USER", "USER "+user); err != nil {
 		return "", loginError(err)
 	}

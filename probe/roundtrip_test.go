@@ -2,7 +2,9 @@ package probe
 
 import (
 	"context"
+	"errors"
 	"net"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -280,5 +282,78 @@ func TestRoundtripCancelled(t *testing.T) {
 	}
 	if f := rep.Failed(); f == nil || f.Name != "STARTTLS" || !strings.HasPrefix(f.Detail, "cancelled (context canceled)") {
 		t.Errorf("failed step = %+v\n%s", f, dump(rep))
+	}
+}
+
+// The injected dialer is the only way out: endpoints named by host name
+// reach the servers without any lookup, and the certificate is judged by
+// that name.
+func TestRoundtripInjectedDialer(t *testing.T) {
+	pki := newPKI(t, "probe test CA")
+	ms := startMailServer(t, pki)
+	o := ms.options(pki, MethodTLS, MethodSSL)
+	real := map[string]string{}
+	for _, ep := range []*Endpoint{&o.Submission, &o.POP3} {
+		_, port, _ := net.SplitHostPort(ep.Addr)
+		name := net.JoinHostPort("mail.example.com", port)
+		real[name], ep.Addr = ep.Addr, name
+	}
+	var dialled []string
+	o.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dialled = append(dialled, addr)
+		to, ok := real[addr]
+		if !ok {
+			return nil, &net.OpError{Op: "dial", Net: network, Err: errors.New("not in the test's table")}
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, network, to)
+	}
+	rep := Roundtrip(t.Context(), o)
+	if !rep.OK || rep.Warnings() {
+		t.Fatalf("roundtrip through the injected dialer:\n%s", dump(rep))
+	}
+	if len(dialled) != 2 || dialled[0] != o.Submission.Addr || dialled[1] != o.POP3.Addr {
+		t.Errorf("dialled %q, want the submission then the POP3 name", dialled)
+	}
+	if s := rep.Steps[0]; s.Name != "connect submission "+o.Submission.Addr {
+		t.Errorf("first step %q", s.Name)
+	}
+}
+
+// A full maildrop refuses the message: the failure is the delivery step,
+// with the server's reply.
+func TestRoundtripDeliveryRefused(t *testing.T) {
+	pki := newPKI(t, "probe test CA")
+	ms := startMailServerWith(t, pki, `quota = "1KiB"`)
+	if _, _, err := server.Deliver(ms.cfg, ms.store, "alice@example.com",
+		strings.NewReader("Subject: filler\r\n\r\n"+strings.Repeat("x", 900)+"\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	rep := Roundtrip(t.Context(), ms.options(pki, MethodTLS, MethodSSL))
+	f := rep.Failed()
+	if f == nil || f.Name != "MAIL/RCPT/DATA" {
+		t.Fatalf("failed step = %+v\n%s", f, dump(rep))
+	}
+	// Which command, then the reply code and the server's text (mailpost
+	// says "552 5.2.2 mailbox full" after DATA).
+	if !regexp.MustCompile(`^(RCPT TO:<alice@example.com> refused|message refused after DATA): [45]\d\d [45]\.\d+\.\d+ \S`).MatchString(f.Detail) {
+		t.Errorf("detail %q does not give the refused command and the reply", f.Detail)
+	}
+	if n := len(ms.messages(t)); n != 1 {
+		t.Errorf("%d messages, want only the filler", n)
+	}
+}
+
+// BenchmarkRoundtrip measures one whole round trip (STARTTLS submission,
+// POP3S read-back and delete) against the real server on loopback, the
+// password check cached after the first login.
+func BenchmarkRoundtrip(b *testing.B) {
+	pki := newPKI(b, "probe test CA")
+	ms := startMailServer(b, pki)
+	o := ms.options(pki, MethodTLS, MethodSSL)
+	for b.Loop() {
+		if rep := Roundtrip(b.Context(), o); !rep.OK {
+			b.Fatalf("roundtrip:\n%s", dump(rep))
+		}
 	}
 }
