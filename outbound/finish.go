@@ -81,6 +81,7 @@ func (r *Runner) finish(ctx context.Context, st *Settings, q storage.QueuedMessa
 		return
 	}
 	if !stopped {
+		r.deferred(now.Add(r.backoff(q.Attempts + 1)))
 		log.Info("outbound: will retry", "waiting", len(waiting), "after", r.backoff(q.Attempts+1), "err", lastErr)
 	}
 }

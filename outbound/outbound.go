@@ -131,10 +131,12 @@ type Runner struct {
 	log   *slog.Logger
 	opt   Options
 	st    atomic.Pointer[Settings]
-	wake  chan struct{}
+	wake  chan struct{} // new mail, reload, retry: scan the queue
+	freed chan struct{} // a delivery finished: a slot is free
 
 	mu       sync.Mutex
 	inflight map[uint64]bool
+	hint     time.Time                // earliest retry set since the last scan
 	dests    map[string]chan struct{} // per-destination semaphores
 	cancel   context.CancelFunc
 	done     chan struct{}
@@ -148,7 +150,7 @@ type Runner struct {
 // the queue as it is (no outbound block).
 func New(store *storage.Store, st *Settings, log *slog.Logger, opt Options) *Runner {
 	opt.defaults()
-	r := &Runner{store: store, log: log, opt: opt, wake: make(chan struct{}, 1),
+	r := &Runner{store: store, log: log, opt: opt, wake: make(chan struct{}, 1), freed: make(chan struct{}, 1),
 		inflight: map[uint64]bool{}, dests: map[string]chan struct{}{}, keys: map[string]*dkimKey{}}
 	r.st.Store(st)
 	return r
@@ -223,18 +225,38 @@ func (r *Runner) loop(ctx context.Context) {
 	defer r.workers.Wait()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	var (
+		pending []uint64 // due at the last scan, not started yet
+		next    time.Time
+	)
+	rescan := true
 	for {
-		next := r.dispatch(ctx)
+		if rescan {
+			pending, next = r.scan(ctx)
+		}
+		pending = r.startDue(ctx, pending)
 		wait := r.opt.Poll
-		if !next.IsZero() {
-			wait = min(wait, max(next.Sub(r.opt.Now()), time.Millisecond))
+		r.mu.Lock()
+		soonest := earliest(next, r.hint)
+		idle := len(r.inflight) == 0
+		r.mu.Unlock()
+		if !soonest.IsZero() {
+			wait = min(wait, max(soonest.Sub(r.opt.Now()), time.Millisecond))
 		}
 		timer.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return
 		case <-r.wake:
+			rescan = true
+		case <-r.freed:
+			// A slot is free: take the next entry of the last scan,
+			// without reading the whole queue again for each one (which
+			// made a long queue quadratic). Once everything is done,
+			// scan again for what arrived meanwhile.
+			rescan = len(pending) == 0 && idle
 		case <-timer.C:
+			rescan = true
 		}
 		if !timer.Stop() {
 			select {
@@ -245,47 +267,80 @@ func (r *Runner) loop(ctx context.Context) {
 	}
 }
 
-// dispatch starts a worker for every due entry not already in flight, up
-// to MaxConcurrent, and returns the earliest future attempt it saw.
-func (r *Runner) dispatch(ctx context.Context) time.Time {
-	st := r.st.Load()
-	if st == nil || ctx.Err() != nil {
-		return time.Time{}
+func earliest(a, b time.Time) time.Time {
+	switch {
+	case a.IsZero():
+		return b
+	case b.IsZero() || a.Before(b):
+		return a
+	}
+	return b
+}
+
+// scan reads the queue records and returns the entries due now that are
+// not in flight, and the earliest future attempt.
+func (r *Runner) scan(ctx context.Context) (due []uint64, next time.Time) {
+	if r.st.Load() == nil || ctx.Err() != nil {
+		return nil, time.Time{}
 	}
 	q, err := r.store.Queue()
 	if err != nil {
 		r.log.Error("reading the outbound queue", "err", err)
-		return time.Time{}
+		return nil, time.Time{}
 	}
 	now := r.opt.Now()
-	var next time.Time
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.hint = time.Time{} // this scan sees every deferral made so far
 	for _, m := range q {
-		if r.inflight[m.ID] {
+		switch {
+		case r.inflight[m.ID]:
+		case m.NextAttempt.After(now):
+			next = earliest(next, m.NextAttempt)
+		default:
+			due = append(due, m.ID)
+		}
+	}
+	return due, next
+}
+
+// startDue starts workers for pending entries while MaxConcurrent allows,
+// and returns those left waiting for a slot.
+func (r *Runner) startDue(ctx context.Context, pending []uint64) []uint64 {
+	if r.st.Load() == nil {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for len(pending) > 0 && len(r.inflight) < r.opt.MaxConcurrent && ctx.Err() == nil {
+		id := pending[0]
+		pending = pending[1:]
+		if r.inflight[id] {
 			continue
 		}
-		if m.NextAttempt.After(now) {
-			if next.IsZero() || m.NextAttempt.Before(next) {
-				next = m.NextAttempt
-			}
-			continue
-		}
-		if len(r.inflight) >= r.opt.MaxConcurrent {
-			break // a finishing worker wakes us
-		}
-		r.inflight[m.ID] = true
+		r.inflight[id] = true
 		r.workers.Add(1)
-		go func(id uint64) {
+		go func() {
 			defer r.workers.Done()
 			r.attempt(ctx, id)
 			r.mu.Lock()
 			delete(r.inflight, id)
 			r.mu.Unlock()
-			r.Wake()
-		}(m.ID)
+			select {
+			case r.freed <- struct{}{}:
+			default:
+			}
+		}()
 	}
-	return next
+	return pending
+}
+
+// deferred tells the scheduler about an attempt moved to t, which the last
+// scan did not see.
+func (r *Runner) deferred(t time.Time) {
+	r.mu.Lock()
+	r.hint = earliest(r.hint, t)
+	r.mu.Unlock()
 }
 
 // destSlot takes one of the MaxPerDestination slots for dest.
