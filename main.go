@@ -34,6 +34,8 @@ Usage:
   mailpost status         [-config FILE]     ask the running server how it is
   mailpost reload         [-config FILE]     make the running server re-read its file now
   mailpost queue          [-config FILE]     mail waiting for delivery to other domains
+  mailpost queue retry|drop ID [-config FILE] deliver now, or give up on one message
+  mailpost dns            [-config FILE]     the DNS records each domain needs (MX, SPF, DKIM, DMARC, SRV)
   mailpost config history [-config FILE]     the recorded config revisions
   mailpost config show REV [-config FILE]    print one recorded revision
   mailpost deliver -to ADDR [-config FILE] < message
@@ -58,6 +60,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if cmd == "test" {
 		return cmdTest(args, stdin, stdout, stderr)
 	}
+	if cmd == "queue" && len(args) > 0 && (args[0] == "retry" || args[0] == "drop") {
+		cmd, args = "queue "+args[0], args[1:]
+	}
 	if cmd == "config" {
 		// Two-word commands: "config history", "config show REV".
 		if len(args) == 0 || (args[0] != "history" && args[0] != "show") {
@@ -78,7 +83,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		logLevel = fs.String("log-level", "info", "debug, info, warn or error")
 	case "deliver":
 		to = fs.String("to", "", "recipient address (a mailbox or an alias)")
-	case "check", "settings", "status", "hash-password", "reload", "config history", "config show", "queue":
+	case "check", "settings", "status", "hash-password", "reload", "config history", "config show", "queue", "queue retry", "queue drop", "dns":
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -100,7 +105,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		args = fs.Args()[1:]
 	}
 	wantArgs := 0
-	if cmd == "config show" {
+	if cmd == "config show" || cmd == "queue retry" || cmd == "queue drop" {
 		wantArgs = 1
 	}
 	if len(positional) != wantArgs {
@@ -128,6 +133,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdConfigHistory(*cfgPath, stdout, stderr)
 	case "queue":
 		err = cmdQueue(*cfgPath, stdout, stderr)
+	case "queue retry", "queue drop":
+		err = cmdQueueAction(*cfgPath, []string{strings.TrimPrefix(cmd, "queue "), positional[0]}, stdout, stderr)
+	case "dns":
+		err = cmdDNS(*cfgPath, stdout, stderr)
 	case "config show":
 		err = cmdConfigShow(*cfgPath, positional[0], stdout, stderr)
 	}
@@ -196,11 +205,7 @@ func cmdSettings(path string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer st.Close()
-	var sources []certs.Source
-	for _, c := range cfg.Certificates {
-		sources = append(sources, certs.Source{Name: c.Name, Static: c.Static, SelfSigned: c.SelfSigned, Names: c.Names})
-	}
-	pool, err := certs.Build(sources, st, time.Now())
+	pool, err := certs.Build(server.CertSources(cfg, nil), st, time.Now())
 	if err != nil {
 		return err
 	}

@@ -120,13 +120,16 @@ func cmdServe(path, level string, stderr io.Writer) error {
 	return nil
 }
 
-// watchedPaths is the config file and every certificate and key file it
-// names (certbot renews those in place or by symlink swap).
+// watchedPaths is the config file and every certificate, key and CA file
+// it names (certbot renews those in place or by symlink swap).
 func watchedPaths(path string, cfg *config.Config) []string {
 	paths := []string{path}
 	for _, c := range cfg.Certificates {
 		if c.CertFile != "" {
 			paths = append(paths, c.CertFile, c.KeyFile)
+		}
+		if c.ACME != nil && c.ACME.CAFile != "" {
+			paths = append(paths, c.ACME.CAFile)
 		}
 	}
 	return paths

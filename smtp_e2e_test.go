@@ -5,6 +5,7 @@ package main
 // the bytes are compared with what was sent.
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -12,6 +13,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
 )
 
 func submissionConfig(certFile, keyFile string) string {
@@ -133,4 +137,43 @@ func pyBytesRepr(s string) string {
 	}
 	b.WriteString("'")
 	return b.String()
+}
+
+// Mail for another domain waits in the queue (no outbound block here, so
+// nothing tries to deliver it); `mailpost queue` lists it and `queue drop`
+// removes it; `mailpost dns` prints the records clients and peers need.
+func TestQueueAndDNSCommands(t *testing.T) {
+	dir := t.TempDir()
+	_, certFile, keyFile := testCA(t, dir, "mail.example.com")
+	cfgPath := writeConfig(t, dir, submissionConfig(certFile, keyFile))
+	in := startServe(t, dir)
+	c, err := smtp.DialTLS(in.addrs["submissions"], &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Auth(sasl.NewPlainClient("", "alice@example.com", "demo-password")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SendMail("alice@example.com", []string{"friend@elsewhere.org"}, strings.NewReader("Subject: out\r\n\r\nbye\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	c.Quit()
+	out, errOut, code := mailpost(t, "", "queue", "-config", cfgPath)
+	if code != 0 || !strings.Contains(out, "friend@elsewhere.org") || !strings.Contains(out, "1 message(s)") {
+		t.Fatalf("queue: code %d\n%s%s", code, out, errOut)
+	}
+	id := strings.Fields(strings.Split(out, "\n")[1])[0]
+	if out, errOut, code := mailpost(t, "", "queue", "drop", id, "-config", cfgPath); code != 0 {
+		t.Fatalf("queue drop %s: code %d\n%s%s", id, code, out, errOut)
+	}
+	if out, _, _ := mailpost(t, "", "queue", "-config", cfgPath); !strings.Contains(out, "empty") {
+		t.Errorf("queue after drop:\n%s", out)
+	}
+	out, errOut, code = mailpost(t, "", "dns", "-config", cfgPath)
+	for _, want := range []string{"MX", "_pop3s._tcp.example.com", "_submissions._tcp.example.com", "v=spf1"} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("dns output lacks %q (code %d):\n%s%s", want, code, out, errOut)
+		}
+	}
+	in.stop()
 }

@@ -128,15 +128,25 @@ func New(cfg *config.Config, store *storage.Store, log *slog.Logger, opt Options
 	return s, nil
 }
 
+// CertSources turns the config's certificate blocks into pool sources. p
+// serves ACME certificates; nil (a command run without the server) shows
+// them as not available here.
+func CertSources(cfg *config.Config, p certs.ACMEProvider) []certs.Source {
+	var sources []certs.Source
+	for _, c := range cfg.Certificates {
+		src := certs.Source{Name: c.Name, Static: c.Static, SelfSigned: c.SelfSigned, Names: c.Names, ACME: c.ACME != nil}
+		if p != nil {
+			src.Provider = p
+		}
+		sources = append(sources, src)
+	}
+	return sources
+}
+
 // build derives a runtime from cfg: certificates are loaded or generated and
 // the config revision is recorded, so that what runs is always on record.
 func (s *Server) build(cfg *config.Config) (*runtime, error) {
-	var sources []certs.Source
-	for _, c := range cfg.Certificates {
-		sources = append(sources, certs.Source{Name: c.Name, Static: c.Static, SelfSigned: c.SelfSigned, Names: c.Names,
-			ACME: c.ACME != nil, Provider: s.acme})
-	}
-	pool, err := certs.Build(sources, s.store, time.Now())
+	pool, err := certs.Build(CertSources(cfg, s.acme), s.store, time.Now())
 	if err != nil {
 		return nil, fmt.Errorf("certificates: %w", err)
 	}
