@@ -52,6 +52,9 @@ func (r *Runner) attempt(ctx context.Context, id uint64) {
 		r.log.Error("outbound: reading queue entry", "queue_id", id, "err", err)
 		return
 	}
+	if q.NextAttempt.After(r.opt.Now()) {
+		return // deferred since the scan that picked it (a scan can lag a worker)
+	}
 	log := r.log.With("queue_id", id, "from", q.From, "attempt", q.Attempts+1)
 	sig, err := r.sign(st, q)
 	if err != nil {
