@@ -565,3 +565,38 @@ func TestWriteDNSRecordsQuote(t *testing.T) {
 		t.Errorf("quoteTXT split wrong: %s", got)
 	}
 }
+
+// TestHangAfterData gives up on a next hop that takes the message and then
+// never answers the final dot; the message stays queued for a retry
+// (RFC 5321 §4.5.3.2.6 timeouts, and RFC 1047's duplicate risk accepted).
+func TestHangAfterData(t *testing.T) {
+	unblock := make(chan struct{})
+	hop := startHop(t, plainHop, nil, nil)
+	hop.mu.Lock()
+	hop.onData = func(received) error {
+		hop.mu.Unlock()
+		<-unblock
+		hop.mu.Lock()
+		return errors.New("too late")
+	}
+	hop.mu.Unlock()
+	t.Cleanup(func() { close(unblock) })
+	st := openStore(t)
+	id := enqueue(t, st, "alice@example.com", []string{"bob@example.net"}, testMessage("slowdot"))
+	s := baseSettings()
+	s.Relay = &Relay{Address: hop.addr, TLS: "none"}
+	opt := fastOptions(noResolver{t}, 0, nil)
+	opt.Timeout, opt.RetryBase, opt.RetryMax = 200*time.Millisecond, time.Hour, time.Hour
+	startRunner(t, st, s, opt)
+	waitFor(t, "the timed-out attempt", func() bool {
+		q, err := st.QueuedMessage(id)
+		return err == nil && q.Attempts == 1
+	})
+	q, _ := st.QueuedMessage(id)
+	if !strings.Contains(q.LastError, "timeout") {
+		t.Errorf("LastError = %q, want a timeout", q.LastError)
+	}
+	if b := mailboxMessages(t, st, "alice@example.com"); len(b) != 0 {
+		t.Errorf("a timeout bounced the message")
+	}
+}
