@@ -213,52 +213,46 @@ func (r *Runner) lookup(ctx context.Context, domain string) (hops []hop, perm bo
 	}
 }
 
-// session runs one SMTP session to h. An error means the transaction never
-// started (connection, greeting, TLS, AUTH), so another host may be tried
-// and the recipients have no verdict; otherwise each recipient gets one.
+// session runs one SMTP transaction to h, on a pooled connection when one
+// is idle. An error means the transaction never started (connection,
+// greeting, TLS, AUTH), so another host may be tried and the recipients
+// have no verdict; otherwise each recipient gets one.
 func (r *Runner) session(ctx context.Context, st *Settings, h hop, rcpts []string, q storage.QueuedMessage, sig string) (map[string]result, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.opt.SessionTimeout)
 	defer cancel()
-	dialCtx, dialCancel := context.WithTimeout(ctx, r.opt.Timeout)
-	raw, err := r.opt.Dial(dialCtx, "tcp", h.addr)
-	dialCancel()
-	if err != nil {
-		return nil, fmt.Errorf("connecting to %s: %w", h.addr, err)
-	}
-	hard, _ := ctx.Deadline()
-	conn := &deadlineConn{Conn: raw, idle: r.opt.Timeout, hard: hard}
-	conn.SetDeadline(time.Time{})
-	// Cancelling (Stop) or the session deadline ends blocked I/O.
-	stop := context.AfterFunc(ctx, func() { raw.Close() })
-	defer stop()
-	defer raw.Close()
-
-	mode := "opportunistic"
-	if h.relay != nil {
-		mode = h.relay.TLS
-	}
-	c, tlsState, err := r.open(conn, st.Hostname, h, mode)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", h.addr, err)
-	}
-	defer c.Close()
-	c.CommandTimeout, c.SubmissionTimeout = r.opt.Timeout, r.opt.Timeout
-	if err := c.Hello(st.Hostname); err != nil {
-		return nil, fmt.Errorf("%s: EHLO: %w", h.addr, err)
-	}
-	if h.relay != nil && h.relay.Username != "" {
-		// RFC 4954 + RFC 4616; only ever over TLS or to loopback, which
-		// the config enforces.
-		if err := c.Auth(sasl.NewPlainClient("", h.relay.Username, h.relay.Password)); err != nil {
-			return nil, fmt.Errorf("%s: AUTH: %w", h.addr, err)
+	key := h.poolKey(st.Hostname)
+	pc := r.pool.get(key)
+	if pc == nil {
+		var err error
+		if pc, err = r.connect(ctx, st, h); err != nil {
+			return nil, err
 		}
 	}
-	r.log.Debug("outbound: session open", "queue_id", q.ID, "remote", h.addr, "tls", tlsState)
+	pc.dc.setHard(ctx)
+	// Cancelling (Stop) or the session deadline ends blocked I/O.
+	stop := context.AfterFunc(ctx, func() { pc.raw.Close() })
+	reusable := true
+	defer func() {
+		if stop() && reusable {
+			r.pool.put(key, pc)
+			return
+		}
+		pc.c.Close()
+	}()
+	// fail records a refusal; anything but a reply (a broken or timed-out
+	// connection) or a 421 (closing, RFC 5321 §3.8) retires the connection.
+	fail := func(err error) result {
+		var se *smtp.SMTPError
+		if !errors.As(err, &se) || se.Code == 421 {
+			reusable = false
+		}
+		return verdict(err, h.addr)
+	}
 
-	// From here on, replies are about this message: 5xx is final.
+	// Replies are about this message from here: 5xx is final.
 	out := make(map[string]result, len(rcpts))
-	if err := c.Mail(q.From, &smtp.MailOptions{Size: q.Size + int64(len(sig))}); err != nil {
-		res := verdict(err, h.addr)
+	if err := pc.c.Mail(q.From, &smtp.MailOptions{Size: q.Size + int64(len(sig))}); err != nil {
+		res := fail(err)
 		for _, rcpt := range rcpts {
 			out[rcpt] = res
 		}
@@ -266,28 +260,63 @@ func (r *Runner) session(ctx context.Context, st *Settings, h hop, rcpts []strin
 	}
 	var accepted []string
 	for _, rcpt := range rcpts {
-		if err := c.Rcpt(rcpt, nil); err != nil {
-			out[rcpt] = verdict(err, h.addr)
+		if err := pc.c.Rcpt(rcpt, nil); err != nil {
+			out[rcpt] = fail(err)
 			continue
 		}
 		accepted = append(accepted, rcpt)
 	}
 	if len(accepted) == 0 {
-		c.Quit()
+		// The pool's RSET ends this transaction before any reuse.
 		return out, nil
 	}
-	err = r.sendData(c, q.ID, sig)
 	res := result{ok: true, code: 250, msg: "accepted", remote: h.addr}
-	if err != nil {
-		res = verdict(err, h.addr)
+	if err := r.sendData(pc.c, q.ID, sig); err != nil {
+		res = fail(err)
 	}
 	for _, rcpt := range accepted {
 		out[rcpt] = res
 	}
-	if err == nil {
-		c.Quit()
-	}
 	return out, nil
+}
+
+// connect opens a connection to h ready for MAIL: TCP, TLS as the mode
+// says, EHLO, and AUTH to a relay that wants it.
+func (r *Runner) connect(ctx context.Context, st *Settings, h hop) (*pooledConn, error) {
+	dialCtx, dialCancel := context.WithTimeout(ctx, r.opt.Timeout)
+	raw, err := r.opt.Dial(dialCtx, "tcp", h.addr)
+	dialCancel()
+	if err != nil {
+		return nil, fmt.Errorf("connecting to %s: %w", h.addr, err)
+	}
+	dc := &deadlineConn{Conn: raw, idle: r.opt.Timeout}
+	dc.setHard(ctx)
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
+	defer stop()
+	mode := "opportunistic"
+	if h.relay != nil {
+		mode = h.relay.TLS
+	}
+	c, tlsState, err := r.open(dc, st.Hostname, h, mode)
+	if err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("%s: %w", h.addr, err)
+	}
+	c.CommandTimeout, c.SubmissionTimeout = r.opt.Timeout, r.opt.Timeout
+	if err := c.Hello(st.Hostname); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("%s: EHLO: %w", h.addr, err)
+	}
+	if h.relay != nil && h.relay.Username != "" {
+		// RFC 4954 + RFC 4616; only ever over TLS or to loopback, which
+		// the config enforces.
+		if err := c.Auth(sasl.NewPlainClient("", h.relay.Username, h.relay.Password)); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("%s: AUTH: %w", h.addr, err)
+		}
+	}
+	r.log.Debug("outbound: connected", "remote", h.addr, "tls", tlsState)
+	return &pooledConn{c: c, raw: raw, dc: dc}, nil
 }
 
 // sendData streams the stored message, signature first, and waits for the
@@ -436,6 +465,12 @@ type greetedConn struct {
 }
 
 func (g *greetedConn) Read(p []byte) (int, error) { return g.r.Read(p) }
+
+// setHard bounds the connection by ctx's deadline (one session's).
+func (d *deadlineConn) setHard(ctx context.Context) {
+	d.hard, _ = ctx.Deadline()
+	d.SetDeadline(time.Time{})
+}
 
 // deadlineConn keeps every read and write bounded. go-smtp clears the
 // deadline after each command and sets none while the message is written,

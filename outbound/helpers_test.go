@@ -76,9 +76,11 @@ type hopServer struct {
 	dataErrs  []error              // returned by successive DATA, then nil
 	got       []received           // accepted messages
 	sessions  int                  // connections seen
+	remotes   map[string]bool      // client addresses seen
 	hangGreet bool                 // accept and say nothing (set before use)
 	hung      []net.Conn           // connections held by hangGreet
 	onData    func(received) error // optional extra check
+	idleClose time.Duration        // server read timeout; default 10s
 }
 
 type hopMode int
@@ -124,13 +126,24 @@ func startHop(t testing.TB, mode hopMode, cert *tls.Certificate, setup func(*hop
 		return h
 	}
 	s := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
+		// go-smtp starts a new session after STARTTLS: count
+		// connections by their client address.
 		h.mu.Lock()
-		h.sessions++
+		if h.remotes == nil {
+			h.remotes = map[string]bool{}
+		}
+		if ra := c.Conn().RemoteAddr().String(); !h.remotes[ra] {
+			h.remotes[ra] = true
+			h.sessions++
+		}
 		h.mu.Unlock()
 		return &hopSession{h: h, c: c}, nil
 	}))
 	s.Domain = "hop.test"
 	s.ReadTimeout, s.WriteTimeout = 10*time.Second, 10*time.Second
+	if h.idleClose > 0 {
+		s.ReadTimeout = h.idleClose
+	}
 	s.AllowInsecureAuth = mode == plainHop
 	s.ErrorLog = nopLogger{}
 	if cert != nil {

@@ -82,6 +82,9 @@ type Options struct {
 	RetryBase, RetryMax time.Duration
 	// Poll is how often the queue is scanned without a wake-up; default 30s.
 	Poll time.Duration
+	// IdleTimeout is how long a connection waits in the pool for the next
+	// message to the same next hop; default 5s.
+	IdleTimeout time.Duration
 	// MaxConcurrent caps deliveries in flight (default 16);
 	// MaxPerDestination caps sessions to one relay or domain (default 4).
 	MaxConcurrent, MaxPerDestination int
@@ -114,6 +117,9 @@ func (o *Options) defaults() {
 	if o.Poll <= 0 {
 		o.Poll = 30 * time.Second
 	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 5 * time.Second
+	}
 	if o.MaxConcurrent <= 0 {
 		o.MaxConcurrent = 16
 	}
@@ -142,6 +148,8 @@ type Runner struct {
 	done     chan struct{}
 	workers  sync.WaitGroup
 
+	pool *pool
+
 	keyMu sync.Mutex
 	keys  map[string]*dkimKey // by blob key
 }
@@ -151,7 +159,8 @@ type Runner struct {
 func New(store *storage.Store, st *Settings, log *slog.Logger, opt Options) *Runner {
 	opt.defaults()
 	r := &Runner{store: store, log: log, opt: opt, wake: make(chan struct{}, 1), freed: make(chan struct{}, 1),
-		inflight: map[uint64]bool{}, dests: map[string]chan struct{}{}, keys: map[string]*dkimKey{}}
+		inflight: map[uint64]bool{}, dests: map[string]chan struct{}{}, keys: map[string]*dkimKey{},
+		pool: newPool(opt.MaxPerDestination, opt.IdleTimeout)}
 	r.st.Store(st)
 	return r
 }
@@ -222,6 +231,7 @@ func (r *Runner) Stop(ctx context.Context) error {
 
 func (r *Runner) loop(ctx context.Context) {
 	defer close(r.done)
+	defer r.pool.close()
 	defer r.workers.Wait()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -235,6 +245,7 @@ func (r *Runner) loop(ctx context.Context) {
 			pending, next = r.scan(ctx)
 		}
 		pending = r.startDue(ctx, pending)
+		r.pool.prune()
 		wait := r.opt.Poll
 		r.mu.Lock()
 		soonest := earliest(next, r.hint)

@@ -600,3 +600,44 @@ func TestHangAfterData(t *testing.T) {
 		t.Errorf("a timeout bounced the message")
 	}
 }
+
+// TestConnectionReuse sends a run of messages to one relay over one
+// authenticated TLS session, and opens a new one when the relay has
+// closed the idle connection meanwhile.
+func TestConnectionReuse(t *testing.T) {
+	cert, roots := hopCert(t)
+	hop := startHop(t, startTLSHop, &cert, func(h *hopServer) {
+		h.user, h.pw = "u", "p"
+		h.idleClose = 300 * time.Millisecond
+	})
+	st := openStore(t)
+	s := baseSettings()
+	s.Relay = &Relay{Address: hop.addr, TLS: "starttls", Username: "u", Password: "p"}
+	opt := fastOptions(noResolver{t}, 0, roots)
+	opt.MaxConcurrent = 1
+	for i := range 5 {
+		enqueue(t, st, "alice@example.com", []string{"bob@example.net"}, testMessage("reuse"+string(rune('a'+i))))
+	}
+	r := startRunner(t, st, s, opt)
+	waitFor(t, "the queue to empty", func() bool { return queueLen(t, st) == 0 })
+	hop.mu.Lock()
+	sessions := hop.sessions
+	hop.mu.Unlock()
+	if sessions != 1 || len(hop.messages()) != 5 {
+		t.Fatalf("%d messages over %d sessions, want 5 over 1", len(hop.messages()), sessions)
+	}
+
+	time.Sleep(600 * time.Millisecond) // the relay drops the idle session
+	id := enqueue(t, st, "alice@example.com", []string{"bob@example.net"}, testMessage("after-idle"))
+	r.Wake()
+	waitFor(t, "the queue to empty", func() bool { return queueLen(t, st) == 0 })
+	hop.mu.Lock()
+	sessions = hop.sessions
+	hop.mu.Unlock()
+	if sessions != 2 || len(hop.messages()) != 6 {
+		t.Errorf("after the relay closed the idle session: %d messages over %d sessions, want 6 over 2", len(hop.messages()), sessions)
+	}
+	if _, err := st.QueuedMessage(id); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("entry %d still queued: %v", id, err)
+	}
+}
