@@ -320,23 +320,24 @@ func (r *Runner) connect(ctx context.Context, st *Settings, h hop) (*pooledConn,
 }
 
 // sendData streams the stored message, signature first, and waits for the
-// reply to the final dot (RFC 5321 §4.1.1.4).
+// reply to the final dot (RFC 5321 §4.1.1.4). The body is opened before
+// DATA, and a read failing midway returns without the final dot, so a
+// truncated message is never handed over (the caller drops the connection).
 func (r *Runner) sendData(c *smtp.Client, id uint64, sig string) error {
+	body, err := r.store.OpenQueued(id)
+	if err != nil {
+		return err
+	}
+	defer body.Close()
 	w, err := c.Data()
 	if err != nil {
 		return err
 	}
-	body, err := r.store.OpenQueued(id)
-	if err != nil {
-		w.Close()
-		return err
-	}
-	defer body.Close()
 	if _, err := io.WriteString(w, sig); err != nil {
 		return err
 	}
 	if _, err := io.Copy(w, body); err != nil {
-		return err
+		return fmt.Errorf("sending queued message %d: %w", id, err)
 	}
 	_, err = w.CloseWithResponse()
 	return err
