@@ -110,14 +110,14 @@ func cmdQueue(path string, stdout, stderr io.Writer) error {
 			fmt.Fprintln(stdout, "the outbound queue is empty")
 			return nil
 		}
-		fmt.Fprintf(stdout, "%-6s  %-20s  %8s  %-25s  %-25s  %s\n", "ID", "QUEUED", "SIZE", "FROM", "TO", "ATTEMPTS / LAST ERROR")
+		fmt.Fprintf(stdout, "%-6s  %-19s  %-19s  %8s  %-25s  %-25s  %s\n", "ID", "QUEUED", "NEXT ATTEMPT", "SIZE", "FROM", "TO", "ATTEMPTS / LAST ERROR")
 		for _, m := range q {
 			from := m.From
 			if from == "" {
 				from = "<>"
 			}
-			fmt.Fprintf(stdout, "%-6d  %-20s  %8d  %-25s  %-25s  %d %s\n", m.ID, m.Queued.Local().Format(time.DateTime),
-				m.Size, from, strings.Join(m.To, ","), m.Attempts, m.LastError)
+			fmt.Fprintf(stdout, "%-6d  %-19s  %-19s  %8d  %-25s  %-25s  %d %s\n", m.ID, m.Queued.Local().Format(time.DateTime),
+				m.NextAttempt.Local().Format(time.DateTime), m.Size, from, strings.Join(m.To, ","), m.Attempts, m.LastError)
 		}
 		fmt.Fprintf(stdout, "%d message(s)\n", len(q))
 		return nil
