@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond Go: real mail clients that the
 # integration tests drive against `mailpost serve` (curl for pop3s://,
-# python3 for poplib and smtplib, fetchmail, swaks). Safe to run again; skips what is there.
+# python3 for poplib and smtplib, fetchmail, swaks) and Debian's chromium, in
+# which the web package's settings page is driven headless. Safe to run again;
+# skips what is there.
 set -euo pipefail
 
 need=()
@@ -9,6 +11,7 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v fetchmail >/dev/null 2>&1 || need+=(fetchmail)
 command -v swaks >/dev/null 2>&1 || need+=(swaks)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # swaks speaks TLS only with Net::SSLeay, which apt counts as a recommendation.
 perl -MNet::SSLeay -e1 >/dev/null 2>&1 || need+=(libnet-ssleay-perl)
 
