@@ -160,6 +160,7 @@ type Config struct {
 	Submission   *Submission // nil = off
 	Inbound      *Inbound    // nil = off
 	HTTP         *HTTP       // nil = no web front (no ACME challenges answered)
+	Admin        *Admin      // nil = no metrics listener
 	Outbound     *Outbound   // nil = the queue is kept, not delivered
 	Mailboxes    []*Mailbox
 

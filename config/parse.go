@@ -33,6 +33,7 @@ type rawFile struct {
 	Submission []*rawSubmission `hcl:"submission,block"`
 	Inbound    []*rawInbound    `hcl:"inbound,block"`
 	HTTP       []*rawHTTP       `hcl:"http,block"`
+	Admin      []*rawAdmin      `hcl:"admin,block"`
 	Outbound   []*rawOutbound   `hcl:"outbound,block"`
 	Mailboxes  []*rawMailbox    `hcl:"mailbox,block"`
 }

@@ -117,6 +117,13 @@ func (p *parser) validate(raw *rawFile) (*Config, hcl.Diagnostics) {
 			cfg.HTTP, httpPlain, httpTLS = h, plain, tls
 		}})
 	}
+	if len(raw.Admin) > 0 {
+		services = append(services, service{raw.Admin[0].DefRange, func() {
+			a, d := p.adminBlock(raw.Admin[0], env)
+			diags = append(diags, d...)
+			cfg.Admin = a
+		}})
+	}
 	slices.SortStableFunc(services, func(a, b service) int { return a.at.Start.Byte - b.at.Start.Byte })
 	for _, s := range services {
 		s.check()
@@ -125,6 +132,7 @@ func (p *parser) validate(raw *rawFile) (*Config, hcl.Diagnostics) {
 	diags = append(diags, extraBlocks("submission", raw.Submission, func(b *rawSubmission) hcl.Range { return b.DefRange })...)
 	diags = append(diags, extraBlocks("inbound", raw.Inbound, func(b *rawInbound) hcl.Range { return b.DefRange })...)
 	diags = append(diags, extraBlocks("http", raw.HTTP, func(b *rawHTTP) hcl.Range { return b.DefRange })...)
+	diags = append(diags, extraBlocks("admin", raw.Admin, func(b *rawAdmin) hcl.Range { return b.DefRange })...)
 	diags = append(diags, challengeBindings(p.acmeUses, httpPlain, httpTLS)...)
 
 	out, odiags := p.outbound(raw.Outbound)
