@@ -252,18 +252,23 @@ func (s *session) login(user, pass string) error {
 	case errors.Is(err, ErrAuthFailed):
 		return s.authFailed(user, "bad-credentials")
 	case errors.Is(err, ErrInUse):
+		s.srv.counters.loginRefused.Add(1)
 		s.log.Info("pop3 maildrop in use", "user", user)
 		return replyInUse
 	case errors.Is(err, ErrAccessDisabled):
+		s.srv.counters.loginRefused.Add(1)
 		s.log.Info("pop3 access disabled", "user", user)
 		return replyDisabled
 	default:
+		s.srv.counters.loginError.Add(1)
 		s.log.Error("pop3 login failed", "user", user, slog.Any("err", err))
 		return replyLoginTmp
 	}
 	if drop == nil {
 		return fmt.Errorf("pop3: backend returned no maildrop for %q", user)
 	}
+	s.srv.counters.loginOK.Add(1)
+	s.loginUser = user
 	s.drop = drop
 	s.msgs = drop.Messages()
 	s.deleted = make([]bool, len(s.msgs))
@@ -283,6 +288,7 @@ func (s *session) login(user, pass string) error {
 // with slog's text handler; user and reason follow remote_ip.
 func (s *session) authFailed(user, reason string) error {
 	s.log.Warn("pop3 auth failed", "remote_ip", s.info.Remote.Addr().String(), "user", user, "reason", reason)
+	s.srv.counters.loginFailed.Add(1)
 	s.authFails++
 	if s.authFails >= maxAuthFails {
 		s.reply(lineTooManyFails)
@@ -369,6 +375,8 @@ func (s *session) cmdQuit(arg string) error {
 		s.reply("-ERR [" + CodeSysTemp + "] some deleted messages not removed")
 		return errQuit
 	}
+	s.nDeleted = len(del)
+	s.srv.counters.deleted.Add(uint64(len(del)))
 	s.log.Info("pop3 logout", "deleted", len(del))
 	s.replyf("+OK bye, %d messages left", len(s.msgs)-len(del))
 	return errQuit
@@ -446,7 +454,12 @@ func (s *session) cmdRetr(arg string) error {
 	if err != nil {
 		return err
 	}
-	return s.sendMessage(i, fmt.Sprintf("+OK %d octets", s.msgs[i].Size), -1)
+	if err := s.sendMessage(i, fmt.Sprintf("+OK %d octets", s.msgs[i].Size), -1); err != nil {
+		return err
+	}
+	s.retrieved++
+	s.srv.counters.retrieved.Add(1)
+	return nil
 }
 
 func (s *session) cmdTop(arg string) error {

@@ -106,6 +106,16 @@ type Stats struct {
 	Sessions int    // sessions running now
 	Accepted uint64 // sessions started since NewServer
 	Rejected uint64 // connections refused by a connection cap
+
+	Commands          uint64 // command lines handled
+	BytesIn, BytesOut uint64 // octets read and written on the wire, TLS included
+	// Logins by result: success; failed (bad credentials or a malformed
+	// or refused authorization identity); refused (right password, but
+	// the maildrop is in use or POP3 is disabled for it); error (the
+	// backend failed).
+	LoginSuccess, LoginFailed, LoginRefused, LoginError uint64
+	Retrieved                                           uint64 // RETR replies sent in full
+	Deleted                                             uint64 // messages removed at QUIT
 }
 
 // Server serves POP3 on any number of listeners.
@@ -123,6 +133,7 @@ type Server struct {
 	nextID   atomic.Uint64
 	accepted atomic.Uint64
 	rejected atomic.Uint64
+	counters counters
 }
 
 // NewServer returns a Server using b for logins. A nil log discards logs.
@@ -151,7 +162,11 @@ func (srv *Server) SetSettings(s *Settings) {
 
 // Stats returns the current counters.
 func (srv *Server) Stats() Stats {
-	return Stats{Sessions: srv.sessions.Len(), Accepted: srv.accepted.Load(), Rejected: srv.rejected.Load()}
+	c := &srv.counters
+	return Stats{Sessions: srv.sessions.Len(), Accepted: srv.accepted.Load(), Rejected: srv.rejected.Load(),
+		Commands: c.commands.Load(), BytesIn: c.bytesIn.Load(), BytesOut: c.bytesOut.Load(),
+		LoginSuccess: c.loginOK.Load(), LoginFailed: c.loginFailed.Load(), LoginRefused: c.loginRefused.Load(),
+		LoginError: c.loginError.Load(), Retrieved: c.retrieved.Load(), Deleted: c.deleted.Load()}
 }
 
 // Serve accepts connections on l until l is closed or the server shuts down.

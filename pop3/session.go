@@ -72,11 +72,20 @@ type session struct {
 	errs        int           // protocol errors so far
 	authFails   int           // failed logins so far
 	lines       int           // command lines read
+
+	counted   *countingConn // raw, counting octets
+	connLog   *slog.Logger  // log before a login added the user; for the session-end line
+	loginUser string        // the mailbox logged in, "" before
+	retrieved int           // RETR replies sent in full
+	nDeleted  int           // messages removed at QUIT
 }
 
 func newSession(srv *Server, c net.Conn, cfg *Settings, implicitTLS bool, name string) *session {
 	id := srv.nextID.Add(1)
+	cc := &countingConn{Conn: c, srv: &srv.counters}
+	c = cc
 	s := &session{
+		counted:     cc,
 		srv:         srv,
 		cfg:         cfg,
 		raw:         c,
@@ -89,6 +98,7 @@ func newSession(srv *Server, c net.Conn, cfg *Settings, implicitTLS bool, name s
 		},
 	}
 	s.log = srv.log.With("cid", strconv.FormatUint(id, 36), "remote", c.RemoteAddr().String(), "listener", name)
+	s.connLog = s.log
 	s.ctx, s.cancel = context.WithCancel(srv.baseCtx)
 	s.cork = &corkConn{Conn: c}
 	s.out = deadlineWriter{w: s.cork, c: c, d: cfg.AuthTimeout}
@@ -144,7 +154,12 @@ func (s *session) serve() {
 		s.cancel()
 		s.raw.Close()
 		s.closeDrop()
-		s.log.Debug("pop3 session end", "duration", time.Since(start).Round(time.Millisecond))
+		// One line per session at Info, with the same attributes as
+		// smtpauth's, so a log search finds every session of a user or IP.
+		s.connLog.Info("pop3 session end", "user", s.loginUser, "remote_ip", s.info.Remote.Addr().String(),
+			"tls", s.info.TLS, "duration", time.Since(start).Round(time.Millisecond), "commands", s.lines,
+			"bytes_in", s.counted.in.Load(), "bytes_out", s.counted.out.Load(),
+			"retrieved", s.retrieved, "deleted", s.nDeleted)
 	}()
 
 	if s.implicitTLS {
@@ -315,6 +330,7 @@ func (s *session) replyf(format string, args ...any) {
 // handle runs one command line and reports whether the session goes on.
 func (s *session) handle(line string) (more bool) {
 	s.lines++
+	s.srv.counters.commands.Add(1)
 	verb, arg, _ := strings.Cut(line, " ")
 	verb = strings.ToUpper(verb)
 
