@@ -29,7 +29,7 @@ type web struct {
 }
 
 func (s *Server) startWeb() *web {
-	h := s.acme.HTTPHandler()
+	h := s.webHandler()
 	w := &web{
 		httpQ: newConnQueue(), httpsQ: newConnQueue(),
 		httpDone: make(chan struct{}), tDone: make(chan struct{}),
