@@ -10,6 +10,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -42,6 +43,10 @@ type conn struct {
 	busy          bool       // in a mail transaction: Shutdown lets it finish
 	writeDeadline time.Time  // set explicitly by crypto/tls while closing
 	closing       bool       // close the connection once the next reply is written
+
+	counts  connCounters
+	tlsSeen atomic.Bool  // implicit TLS, or STARTTLS seen by a later command (EHLO asks AuthMechanisms)
+	connLog *slog.Logger // log before a login added the user; for the session-end line
 }
 
 // closeAfterReply ends the session right after the reply being prepared
@@ -67,6 +72,7 @@ func newConn(srv *Server, raw net.Conn, cfg *Settings, listener string) *conn {
 		},
 	}
 	c.log = srv.log.With("cid", c.id, "remote", raw.RemoteAddr().String(), "listener", listener)
+	c.connLog = c.log
 	c.ctx, c.cancel = context.WithCancel(srv.baseCtx)
 	return c
 }
@@ -95,6 +101,7 @@ func (c *conn) serve(implicitTLS bool) {
 			return
 		}
 		nc = tls.Server(c, c.cfg.TLSConfig)
+		c.tlsSeen.Store(true)
 	}
 	e := smtp.NewServer(smtp.BackendFunc(c.newSession))
 	e.Domain = c.cfg.Hostname
@@ -136,7 +143,9 @@ func (c *conn) Read(b []byte) (int, error) {
 	}
 	c.Conn.SetReadDeadline(time.Now().Add(c.cfg.ReadTimeout))
 	c.mu.Unlock()
-	return c.Conn.Read(b)
+	n, err := c.Conn.Read(b)
+	c.countIn(n)
+	return n, err
 }
 
 func (c *conn) Write(b []byte) (int, error) {
@@ -149,6 +158,7 @@ func (c *conn) Write(b []byte) (int, error) {
 	c.mu.Unlock()
 	c.Conn.SetWriteDeadline(d)
 	n, err := c.Conn.Write(b)
+	c.countOut(n)
 	if closing {
 		c.Conn.Close()
 	}
@@ -189,7 +199,16 @@ func (c *conn) Close() error {
 	c.once.Do(func() {
 		c.cancel()
 		c.srv.conns.Release(c)
-		c.log.Debug("smtp session end", "duration", time.Since(c.start).Round(time.Millisecond))
+		// One line per session at Info, with the same attributes as
+		// pop3's, so a log search finds every session of a user or IP.
+		user := ""
+		if u := c.counts.user.Load(); u != nil {
+			user = *u
+		}
+		c.connLog.Info("smtp session end", "user", user, "remote_ip", c.info.Remote.Addr().String(),
+			"tls", c.tlsSeen.Load(), "duration", time.Since(c.start).Round(time.Millisecond),
+			"commands", c.counts.commands.Load(), "bytes_in", c.counts.bytesIn.Load(),
+			"bytes_out", c.counts.bytesOut.Load(), "messages", c.counts.messages.Load())
 		close(c.done)
 	})
 	return err

@@ -155,6 +155,15 @@ type Stats struct {
 	Accepted  uint64 // connections served since NewServer
 	Rejected  uint64 // connections refused by a connection cap
 	Delivered uint64 // messages Deliver accepted
+
+	// Commands counts the commands that reach the session (AUTH, MAIL,
+	// RCPT, DATA/BDAT); go-smtp answers the rest itself.
+	Commands          uint64
+	BytesIn, BytesOut uint64 // octets read and written on the wire, TLS included
+	// Logins by result: success; failed (bad credentials, or a refused
+	// authorization identity); refused (right password, but submission
+	// is disabled for the mailbox); error (the backend failed).
+	LoginSuccess, LoginFailed, LoginRefused, LoginError uint64
 }
 
 // Server serves SMTP in one Mode on any number of listeners.
@@ -175,6 +184,7 @@ type Server struct {
 	accepted  atomic.Uint64
 	rejected  atomic.Uint64
 	delivered atomic.Uint64
+	counters  counters
 }
 
 // NewServer returns a Server using b for policy. A nil log discards logs.
@@ -211,6 +221,14 @@ func (srv *Server) Stats() Stats {
 		Accepted:  srv.accepted.Load(),
 		Rejected:  srv.rejected.Load(),
 		Delivered: srv.delivered.Load(),
+		Commands:  srv.counters.commands.Load(),
+		BytesIn:   srv.counters.bytesIn.Load(),
+		BytesOut:  srv.counters.bytesOut.Load(),
+
+		LoginSuccess: srv.counters.loginOK.Load(),
+		LoginFailed:  srv.counters.loginFailed.Load(),
+		LoginRefused: srv.counters.loginRefused.Load(),
+		LoginError:   srv.counters.loginError.Load(),
 	}
 }
 

@@ -67,12 +67,18 @@ var (
 func (s *session) ci() ConnInfo {
 	ci := s.c.info
 	_, ci.TLS = s.sc.TLSConnectionState()
+	if ci.TLS {
+		s.c.tlsSeen.Store(true)
+	}
 	ci.Helo = s.sc.Hostname()
 	return ci
 }
 
 func (s *session) isTLS() bool {
 	_, ok := s.sc.TLSConnectionState()
+	if ok {
+		s.c.tlsSeen.Store(true)
+	}
 	return ok
 }
 
@@ -87,6 +93,7 @@ func (s *session) AuthMechanisms() []string {
 }
 
 func (s *session) Auth(mech string) (sasl.Server, error) {
+	s.c.command()
 	if s.c.cfg.Mode != Submission {
 		return nil, replyNoAuthHere
 	}
@@ -130,19 +137,24 @@ func (s *session) login(user, pass string) error {
 	switch {
 	case err == nil && acct != nil:
 		s.acct = acct
+		s.c.srv.counters.loginOK.Add(1)
+		s.c.counts.user.Store(&acct.Name)
 		s.c.log = s.c.log.With("user", acct.Name)
 		s.c.log.Info("smtp login")
 		return nil
 	case err == nil:
+		s.c.srv.counters.loginError.Add(1)
 		s.c.log.Error("smtp backend returned no account and no error", "user", user)
 		return replyAuthTemp
 	case errors.Is(err, ErrAuthFailed):
 		return s.authFailed(user, "bad-credentials")
 	case errors.Is(err, ErrAccessDisabled):
 		// The password was right: not a fail2ban matter.
+		s.c.srv.counters.loginRefused.Add(1)
 		s.c.log.Info("smtp submission disabled", "user", user)
 		return replyAuthFailed
 	}
+	s.c.srv.counters.loginError.Add(1)
 	s.c.log.Error("smtp login failed", "user", user, slog.Any("err", err))
 	return replyAuthTemp
 }
@@ -156,6 +168,7 @@ func (s *session) login(user, pass string) error {
 // delay between attempts is the Backend's.
 func (s *session) authFailed(user, reason string) error {
 	s.c.log.Warn("smtp auth failed", "remote_ip", s.c.info.Remote.Addr().String(), "user", user, "reason", reason)
+	s.c.srv.counters.loginFailed.Add(1)
 	return replyAuthFailed
 }
 
@@ -177,6 +190,7 @@ func (s *session) revalidate() error {
 }
 
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	s.c.command()
 	if err := s.revalidate(); err != nil {
 		return err
 	}
@@ -260,6 +274,7 @@ func (s *session) inTransaction() bool {
 }
 
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	s.c.command()
 	if !s.inTransaction() {
 		return replyNoMail // go-smtp checks this first; kept as a guard
 	}
@@ -313,6 +328,7 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 }
 
 func (s *session) Data(r io.Reader) error {
+	s.c.command()
 	if err := s.revalidate(); err != nil {
 		// go-smtp already said 354: drain nothing, the connection closes.
 		return err
@@ -364,6 +380,7 @@ func (s *session) Data(r io.Reader) error {
 		return replyTempFailure
 	}
 	srv.delivered.Add(1)
+	s.c.counts.messages.Add(1)
 	log.Info("smtp message accepted", "account", env.Account)
 	// go-smtp writes an *SMTPError as the reply, so a 250 carries the id.
 	return reply(250, 2, 0, 0, "queued as "+env.ID)
