@@ -38,6 +38,8 @@ func (r *Runner) finish(ctx context.Context, st *Settings, q storage.QueuedMessa
 			waiting = append(waiting, rcpt)
 		}
 	}
+	r.stats.delivered.Add(uint64(len(delivered)))
+	r.stats.failed.Add(uint64(len(failed)))
 	for _, rcpt := range delivered {
 		log.Info("outbound: delivered", "to", rcpt, "remote", results[rcpt].remote)
 	}
@@ -81,6 +83,7 @@ func (r *Runner) finish(ctx context.Context, st *Settings, q storage.QueuedMessa
 		return
 	}
 	if !stopped {
+		r.stats.deferred.Add(uint64(len(waiting)))
 		r.deferred(now.Add(r.backoff(q.Attempts + 1)))
 		log.Info("outbound: will retry", "waiting", len(waiting), "after", r.backoff(q.Attempts+1), "err", lastErr)
 	}

@@ -148,7 +148,8 @@ type Runner struct {
 	done     chan struct{}
 	workers  sync.WaitGroup
 
-	pool *pool
+	pool  *pool
+	stats stats // totals for Stats
 
 	keyMu sync.Mutex
 	keys  map[string]*dkimKey // by blob key

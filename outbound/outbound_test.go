@@ -336,11 +336,16 @@ func TestPartialFailure(t *testing.T) {
 	s.Relay = &Relay{Address: hop.addr, TLS: "none"}
 	opt := fastOptions(noResolver{t}, 0, nil)
 	opt.RetryBase, opt.RetryMax = time.Hour, time.Hour
-	startRunner(t, st, s, opt)
+	r := startRunner(t, st, s, opt)
 	waitFor(t, "the first attempt", func() bool {
 		q, err := st.QueuedMessage(id)
 		return err == nil && q.Attempts == 1
 	})
+	// Per recipient: one delivered, one bounced, one waiting.
+	waitFor(t, "the attempt to end", func() bool { s := r.Stats(); return s.Deferred == 1 && s.InFlight == 0 })
+	if got, want := r.Stats(), (Stats{Delivered: 1, Failed: 1, Deferred: 1}); got != want {
+		t.Errorf("Stats = %+v, want %+v", got, want)
+	}
 	q, _ := st.QueuedMessage(id)
 	if strings.Join(q.To, ",") != "full@example.net" || !strings.Contains(q.LastError, "452") {
 		t.Errorf("still queued for %v (%q), want only full@example.net", q.To, q.LastError)
