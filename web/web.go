@@ -97,8 +97,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.guard.Handler(http.HandlerFunc(h.login)).ServeHTTP(w, r)
 	case p == LogoutPath:
 		h.guard.Handler(http.HandlerFunc(h.logout)).ServeHTTP(w, r)
-	case p == "/":
-		http.Redirect(w, r, SettingsPath, http.StatusSeeOther)
 	default:
 		http.Error(w, "404 not found", http.StatusNotFound)
 	}
