@@ -53,6 +53,7 @@ type Server struct {
 	outbound *outbound.Runner // delivers the queue
 	acme     *acme.Service    // ACME certificates, kept across reloads
 	web      *web             // http/https listeners' servers; set by Start
+	prom     *promMetrics     // /metrics on the admin listeners
 	started  time.Time
 
 	cur atomic.Pointer[runtime]
@@ -86,7 +87,7 @@ type listener struct {
 	key   string // the address as configured (plus #n for repeated port 0)
 	addr  netip.AddrPort
 	ln    net.Listener
-	proto atomic.Pointer[string] // "pop3s", "pop3", "submissions", "submission", "smtp", "http" or "https"
+	proto atomic.Pointer[string] // "pop3s", "pop3", "submissions", "submission", "smtp", "http", "https" or "admin"
 }
 
 // Options tune parts of the server that tests and benchmarks need to reach.
@@ -125,6 +126,7 @@ func New(cfg *config.Config, store *storage.Store, log *slog.Logger, opt Options
 	s.subm = smtpauth.NewServer(smtpBackend{s}, s.smtpSettings(rt, smtpauth.Submission), log.With("proto", "submission"))
 	s.inbound = smtpauth.NewServer(smtpBackend{s}, s.smtpSettings(rt, smtpauth.Inbound), log.With("proto", "smtp"))
 	s.outbound = outbound.New(store, outboundSettings(cfg), log.With("proto", "outbound"), opt.Outbound)
+	s.prom = newMetrics(s)
 	return s, nil
 }
 
@@ -303,6 +305,11 @@ func wantedListeners(cfg *config.Config) map[string]binding {
 			add("smtp", a)
 		}
 	}
+	if a := cfg.Admin; a != nil {
+		for _, b := range a.Bindings {
+			add("admin", b)
+		}
+	}
 	if h := cfg.HTTP; h != nil {
 		for _, a := range h.Bindings {
 			add("http", a)
@@ -409,6 +416,8 @@ func (s *Server) accept(l *listener) {
 				s.web.httpQ.push(c)
 			case "https":
 				s.web.httpsQ.push(c)
+			case "admin":
+				s.prom.serveConn(c, s)
 			default:
 				s.log.Error("no server for protocol", "proto", proto)
 				c.Close()
@@ -495,6 +504,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	wg.Wait()
 	s.wg.Wait()
+	errs = append(errs, s.prom.shutdown(ctx))
 	errs = append(errs, s.outbound.Stop(ctx)) // queued mail stays queued
 	return errors.Join(errs...)
 }

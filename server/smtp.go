@@ -52,7 +52,8 @@ func (b smtpBackend) Revalidate(ctx context.Context, acct *smtpauth.Account) (*s
 // Recipient accepts a local mailbox or alias (with room for the announced
 // size), and an outside address only from an authenticated sender: inbound
 // mail for other domains is relaying and refused.
-func (b smtpBackend) Recipient(ctx context.Context, ci smtpauth.ConnInfo, acct *smtpauth.Account, rcpt string, sizeHint int64) error {
+func (b smtpBackend) Recipient(ctx context.Context, ci smtpauth.ConnInfo, acct *smtpauth.Account, rcpt string, sizeHint int64) (err error) {
+	defer func() { b.s.prom.refusedIf(err, 1) }()
 	cfg := b.s.cur.Load().cfg
 	addr := strings.ToLower(rcpt)
 	_, domain, _ := strings.Cut(addr, "@")
@@ -81,7 +82,8 @@ func (b smtpBackend) Recipient(ctx context.Context, ci smtpauth.ConnInfo, acct *
 // Deliver stores the message for every local recipient and queues it for
 // the outside ones, in one transaction: the 250 that follows means all of
 // it is on disk, and a refusal means none of it is.
-func (b smtpBackend) Deliver(ctx context.Context, ci smtpauth.ConnInfo, env *smtpauth.Envelope, msg io.Reader) error {
+func (b smtpBackend) Deliver(ctx context.Context, ci smtpauth.ConnInfo, env *smtpauth.Envelope, msg io.Reader) (err error) {
+	defer func() { b.s.prom.refusedIf(err, len(env.To)) }()
 	cfg := b.s.cur.Load().cfg
 	var local, remote []string
 	seen := map[string]bool{}
@@ -127,6 +129,7 @@ func (b smtpBackend) Deliver(ctx context.Context, ci smtpauth.ConnInfo, env *smt
 		queued = res.Queued.ID
 		b.s.outbound.Wake()
 	}
+	b.s.prom.delivered(len(local), len(remote))
 	b.s.log.Info("message accepted", "id", env.ID, "from", env.From, "account", env.Account,
 		"local", len(local), "remote", len(remote), "queue_id", queued)
 	return nil
