@@ -28,7 +28,7 @@ import (
 const usage = `mailpost: POP3 and authenticated SMTP for a small domain, from one HCL file.
 
 Usage:
-  mailpost serve          [-config FILE] [-log-level debug|info|warn|error]
+  mailpost serve          [-config FILE] [-log-level debug|info|warn|error] [-log-format text|json]
   mailpost check          [-config FILE]     validate the file: every problem, FILE:LINE:COL
   mailpost settings       [-config FILE]     effective settings, certificates, mailboxes
   mailpost status         [-config FILE]     ask the running server how it is
@@ -75,12 +75,14 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "mailpost.hcl", "configuration file")
 	var (
-		logLevel = new(string)
-		to       = new(string)
+		logLevel  = new(string)
+		logFormat = new(string)
+		to        = new(string)
 	)
 	switch cmd {
 	case "serve":
 		logLevel = fs.String("log-level", "info", "debug, info, warn or error")
+		logFormat = fs.String("log-format", "text", "text (key=value) or json (one object per line)")
 	case "deliver":
 		to = fs.String("to", "", "recipient address (a mailbox or an alias)")
 	case "check", "settings", "status", "hash-password", "reload", "config history", "config show", "queue", "queue retry", "queue drop", "dns":
@@ -116,7 +118,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var err error
 	switch cmd {
 	case "serve":
-		err = cmdServe(*cfgPath, *logLevel, stderr)
+		err = cmdServe(*cfgPath, *logLevel, *logFormat, stderr)
 	case "check":
 		return cmdCheck(*cfgPath, stdout, stderr)
 	case "settings":

@@ -22,12 +22,11 @@ import (
 	"mailpost/watch"
 )
 
-func cmdServe(path, level string, stderr io.Writer) error {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return fmt.Errorf("-log-level: %w", err)
+func cmdServe(path, level, format string, stderr io.Writer) error {
+	log, err := newLogger(stderr, level, format)
+	if err != nil {
+		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
 
 	cfg, degraded, st, err := loadForServe(path, log, stderr)
 	if err != nil {
@@ -133,6 +132,24 @@ func watchedPaths(path string, cfg *config.Config) []string {
 		}
 	}
 	return paths
+}
+
+// newLogger is serve's logger: slog's text handler (key=value, what
+// fail2ban filters match) by default, or one JSON object per line for log
+// shippers (-log-format json).
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log-level: %w", err)
+	}
+	opt := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opt)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opt)), nil
+	}
+	return nil, fmt.Errorf("-log-format: %q is neither text nor json", format)
 }
 
 // loadForServe loads the config file. If it is broken or missing but the
