@@ -30,7 +30,7 @@ type popConn struct {
 	conn    net.Conn // raw, or TLS over it
 	tp      *textproto.Conn
 	timeout time.Duration
-	caps    map[string]string // CAPA after TLS: name → arguments
+	caps    map[string]string // CAPA after TLS: name → arguments; nil until asked
 	stop    func() bool       // unregisters the close-on-cancel hook
 }
 
@@ -148,8 +148,10 @@ func (p *popConn) capa() error {
 // login prefers AUTH PLAIN with an initial response (RFC 5034 §4) when
 // CAPA lists it, else USER/PASS (RFC 1939 §7). It returns the method used.
 func (p *popConn) login(user, pass string) (string, error) {
-	if err := p.capa(); err != nil {
-		return "", err
+	if p.caps == nil {
+		if err := p.capa(); err != nil {
+			return "", err
+		}
 	}
 	if hasWord(p.caps["SASL"], "PLAIN") {
 		ir := base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + pass))
@@ -444,6 +446,13 @@ func (r *run) popTLS(p *popConn, ep Endpoint) (tls.ConnectionState, error) {
 	if _, err := p.status("greeting"); err != nil {
 		return tls.ConnectionState{}, err
 	}
+	return p.stls(r, ep)
+}
+
+// stls upgrades a greeted plain session (RFC 2595 §4) and forgets any
+// capabilities learnt before, as §4 requires.
+func (p *popConn) stls(r *run, ep Endpoint) (tls.ConnectionState, error) {
+	p.caps = nil
 	if _, err := p.cmd("STLS", "STLS"); err != nil {
 		var pe *popError
 		if errors.As(err, &pe) {

@@ -21,7 +21,7 @@ import (
 // Step is one checked action.
 type Step struct {
 	Name     string // e.g. "connect submission 127.0.0.1:587", "STARTTLS", "AUTH PLAIN"
-	OK       bool   // false: the step failed and the run stopped there
+	OK       bool   // false: the step failed; what depended on it was not run
 	Warning  bool   // OK, but with a concern (an untrusted certificate)
 	Detail   string // what was seen, or why it failed
 	Duration time.Duration
@@ -50,6 +50,13 @@ type Options struct {
 	// Dial opens TCP connections; nil means a net.Dialer. Tests and the
 	// remote checks inject their own so no name goes to the system resolver.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Resolver looks up the host names of the remote checks (CheckPOP3,
+	// CheckSubmission, RemoteRoundtrip); nil means net.DefaultResolver.
+	// Roundtrip itself never resolves: it hands Addr to Dial as it is.
+	Resolver Resolver
+	// Domain, when set, is the mail domain whose MX and RFC 6186 SRV
+	// records the remote checks compare with the endpoint's host.
+	Domain string
 	// Timeout bounds each step (each POP3 poll too); default 10s.
 	Timeout time.Duration
 	// Wait is how long POP3 is polled for the message; default 15s.
@@ -81,6 +88,9 @@ func (o *Options) setDefaults() {
 		d := &net.Dialer{}
 		o.Dial = d.DialContext
 	}
+	if o.Resolver == nil {
+		o.Resolver = net.DefaultResolver
+	}
 }
 
 // Report is the outcome of a run: the steps in order, OK when none failed.
@@ -101,7 +111,7 @@ func (r Report) Warnings() bool {
 	return false
 }
 
-// Failed returns the step that stopped the run, or nil.
+// Failed returns the first failed step, or nil.
 func (r Report) Failed() *Step {
 	for i := range r.Steps {
 		if !r.Steps[i].OK {
@@ -130,7 +140,16 @@ func (r Report) Write(w io.Writer) {
 		}
 		fmt.Fprintf(w, "  %-4s  %7s  %-*s  %s\n", status, formatDuration(s.Duration), width, s.Name, s.Detail)
 	}
+	failed := 0
+	for _, s := range r.Steps {
+		if !s.OK {
+			failed++
+		}
+	}
 	switch f := r.Failed(); {
+	case f != nil && failed > 1:
+		// The remote checks go on past a failure (the next address).
+		fmt.Fprintf(w, "FAILED at %q and %d more step(s) after %s\n", f.Name, failed-1, formatDuration(r.Total))
 	case f != nil:
 		fmt.Fprintf(w, "FAILED at %q after %s\n", f.Name, formatDuration(r.Total))
 	case r.Warnings():
@@ -159,6 +178,8 @@ type run struct {
 	ctx   context.Context
 	o     Options
 	steps []Step
+	// domainChecked: domains whose MX was already reported in this run.
+	domainChecked map[string]bool
 }
 
 // step times fn as the step name. fn may fill in s.Detail and s.Warning;
@@ -199,6 +220,11 @@ func Roundtrip(ctx context.Context, o Options) Report {
 	if r.submit(msg) {
 		r.fetch(msg)
 	}
+	return r.report(start)
+}
+
+// report is the outcome so far, timed from start.
+func (r *run) report(start time.Time) Report {
 	rep := Report{Steps: r.steps, OK: true, Total: time.Since(start)}
 	for _, s := range r.steps {
 		if !s.OK {

@@ -45,36 +45,75 @@ func newMessage(user string, now time.Time) *message {
 // submit runs the submission half: connect, TLS, certificate, AUTH PLAIN,
 // MAIL/RCPT/DATA. It reports whether the message was accepted.
 func (r *run) submit(msg *message) bool {
-	ep := r.o.Submission
+	c, done, ok := r.smtpOpen(r.o.Submission)
+	if !ok {
+		return false
+	}
+	defer done()
+	if !r.smtpAuth(c) {
+		return false
+	}
+	return r.step("MAIL/RCPT/DATA", func(s *Step) error {
+		if err := c.Mail(msg.from, nil); err != nil {
+			return r.smtpError("MAIL FROM:<"+msg.from+"> refused", err)
+		}
+		if err := c.Rcpt(msg.from, nil); err != nil {
+			return r.smtpError("RCPT TO:<"+msg.from+"> refused", err)
+		}
+		w, err := c.Data()
+		if err != nil {
+			return r.smtpError("DATA refused", err)
+		}
+		if _, err := w.Write(msg.body); err != nil {
+			return r.ioError("sending the message", err)
+		}
+		resp, err := w.CloseWithResponse()
+		if err != nil {
+			return r.smtpError("message refused after DATA", err)
+		}
+		// The message is in; a failed QUIT changes nothing about that.
+		c.Quit()
+		s.Detail = fmt.Sprintf("%d octets accepted: %s", len(msg.body), oneLine(resp.StatusText))
+		return nil
+	})
+}
+
+// smtpOpen runs connect, TLS or STARTTLS and the certificate verdict as
+// steps, and returns an EHLO'd client over TLS; done closes everything.
+func (r *run) smtpOpen(ep Endpoint) (c *smtp.Client, done func(), ok bool) {
 	proto := "submission"
 	if ep.Method == MethodSSL {
 		proto = "submissions"
 	}
 	var raw net.Conn
-	ok := r.step("connect "+proto+" "+ep.Addr, func(s *Step) error {
+	ok = r.step("connect "+proto+" "+ep.Addr, func(s *Step) error {
 		if err := checkMethod(ep); err != nil {
 			return err
 		}
-		c, err := r.dial(ep.Addr)
+		conn, err := r.dial(ep.Addr)
 		if err != nil {
 			return err
 		}
 		// go-smtp sets its own deadlines, some before we can tune them
 		// (the greeting inside NewClientStartTLS): hold them to ours.
-		raw = clampConn{Conn: c, max: r.o.Timeout}
-		s.Detail = "from " + c.LocalAddr().String()
+		raw = clampConn{Conn: conn, max: r.o.Timeout}
+		s.Detail = "from " + conn.LocalAddr().String()
 		return nil
 	})
 	if !ok {
-		return false
+		return nil, nil, false
 	}
 	// Closing the socket is what unblocks go-smtp when the run is
 	// cancelled; its own deadlines cover the per-step timeout.
 	stop := context.AfterFunc(r.ctx, func() { raw.Close() })
-	defer stop()
-	defer raw.Close()
+	done = func() {
+		if c != nil {
+			c.Close()
+		}
+		raw.Close()
+		stop()
+	}
 
-	var c *smtp.Client
 	var cs tls.ConnectionState
 	if ep.Method == MethodSSL {
 		ok = r.step("TLS", func(s *Step) error {
@@ -100,6 +139,9 @@ func (r *run) submit(msg *message) bool {
 			cfg.VerifyConnection = func(st tls.ConnectionState) error { cs = st; return nil }
 			c, err = smtp.NewClientStartTLS(raw, cfg)
 			if err != nil {
+				if noSTARTTLS(err) {
+					return errors.New("the server does not offer STARTTLS in its EHLO reply: a client would have to send the password in clear")
+				}
 				return r.smtpError("STARTTLS", err)
 			}
 			r.tuneClient(c)
@@ -115,12 +157,16 @@ func (r *run) submit(msg *message) bool {
 		})
 	}
 	if !ok {
-		return false
+		done()
+		return nil, nil, false
 	}
-	defer c.Close()
 	r.certStep(cs, ep)
+	return c, done, true
+}
 
-	ok = r.step("AUTH PLAIN", func(s *Step) error {
+// smtpAuth logs in with AUTH PLAIN (RFC 4954) as its own step.
+func (r *run) smtpAuth(c *smtp.Client) bool {
+	return r.step("AUTH PLAIN", func(s *Step) error {
 		if !c.SupportsAuth(sasl.Plain) {
 			_, mechs := c.Extension("AUTH")
 			if mechs == "" {
@@ -134,33 +180,12 @@ func (r *run) submit(msg *message) bool {
 		s.Detail = "as " + r.o.User
 		return nil
 	})
-	if !ok {
-		return false
-	}
+}
 
-	return r.step("MAIL/RCPT/DATA", func(s *Step) error {
-		if err := c.Mail(msg.from, nil); err != nil {
-			return r.smtpError("MAIL FROM:<"+msg.from+"> refused", err)
-		}
-		if err := c.Rcpt(msg.from, nil); err != nil {
-			return r.smtpError("RCPT TO:<"+msg.from+"> refused", err)
-		}
-		w, err := c.Data()
-		if err != nil {
-			return r.smtpError("DATA refused", err)
-		}
-		if _, err := w.Write(msg.body); err != nil {
-			return r.ioError("sending the message", err)
-		}
-		resp, err := w.CloseWithResponse()
-		if err != nil {
-			return r.smtpError("message refused after DATA", err)
-		}
-		// The message is in; a failed QUIT changes nothing about that.
-		c.Quit()
-		s.Detail = fmt.Sprintf("%d octets accepted: %s", len(msg.body), oneLine(resp.StatusText))
-		return nil
-	})
+// noSTARTTLS recognises go-smtp's error for a server whose EHLO reply
+// lacks STARTTLS (there is no sentinel to test with errors.Is).
+func noSTARTTLS(err error) bool {
+	return strings.Contains(err.Error(), "doesn't support STARTTLS")
 }
 
 // clampConn keeps every deadline set on it within max from now. Clearing
