@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -228,4 +230,173 @@ submission {
 			t.Errorf("no pop3: %v", err)
 		}
 	})
+}
+
+// tableResolver answers A/AAAA from a table; every other name, MX and SRV
+// does not exist. The remote checks in these tests never reach the
+// machine's resolver.
+type tableResolver map[string][]string
+
+func (r tableResolver) LookupHost(_ context.Context, host string) ([]string, error) {
+	if a, ok := r[host]; ok {
+		return a, nil
+	}
+	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+}
+
+func (r tableResolver) LookupMX(_ context.Context, name string) ([]*net.MX, error) {
+	return nil, &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
+}
+
+func (r tableResolver) LookupSRV(_ context.Context, service, proto, name string) (string, []*net.SRV, error) {
+	return "", nil, &net.DNSError{Err: "no such host", Name: "_" + service + "._" + proto + "." + name, IsNotFound: true}
+}
+
+// runTestIn runs `mailpost test ARGS` in-process with res as the resolver.
+func runTestIn(res probe.Resolver, stdin string, args ...string) (string, string, int) {
+	var out, errb bytes.Buffer
+	code := runTest(args, strings.NewReader(stdin), &out, &errb, res)
+	return out.String(), errb.String(), code
+}
+
+// `mailpost test pop3|smtp|roundtrip -host NAME` against `mailpost serve`,
+// the name resolved by a table to 127.0.0.1 (and, for one name, also to
+// 127.0.0.2 where nothing listens).
+func TestTestRemoteCommands(t *testing.T) {
+	dir := t.TempDir()
+	caFile, certFile, keyFile := testCA(t, dir, "mail.example.com")
+	writeConfig(t, dir, roundtripConfig(certFile, keyFile))
+	in := startServe(t, dir)
+	port := func(proto string) string {
+		_, p, err := net.SplitHostPort(in.addrs[proto])
+		if err != nil {
+			t.Fatalf("%s: %v", proto, err)
+		}
+		return p
+	}
+	res := tableResolver{
+		"mail.example.com": {"127.0.0.1"},
+		"two.example.com":  {"127.0.0.1", "127.0.0.2"},
+		"pop.example.org":  {"127.0.0.1"},
+	}
+
+	// POP3 over STLS, logged in, trusted: exit 0 even with -strict.
+	out, errOut, code := runTestIn(res, "demo-password\n", "pop3", "-host", "mail.example.com", "-port", port("pop3"),
+		"-method", "tls", "-user", "alice@example.com", "-ca-file", caFile, "-strict")
+	t.Logf("test pop3:\n%s", out)
+	if code != 0 {
+		t.Fatalf("pop3: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{
+		"POP3 at mail.example.com:" + port("pop3") + " (tls) as alice@example.com\n",
+		"DNS mail.example.com", "A 127.0.0.1", "connect pop3 127.0.0.1:" + port("pop3"), "STLS", "valid for mail.example.com",
+		"capabilities", "SASL PLAIN", "AUTH PLAIN as alice@example.com; maildrop: 0 messages", "\nOK in ",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("pop3 output lacks %q", want)
+		}
+	}
+
+	// smtp with -domain and no user: no MX is a warning (exit 0), which
+	// -strict turns into exit 1; no password is asked for.
+	args := []string{"smtp", "-host", "mail.example.com", "-port", port("submissions"), "-domain", "example.com", "-ca-file", caFile}
+	out, errOut, code = runTestIn(res, "", args...)
+	t.Logf("test smtp:\n%s", out)
+	if code != 0 || !strings.Contains(out, "(ssl) without logging in (no -user); no mail is sent") ||
+		!strings.Contains(out, "WARN") || !strings.Contains(out, "no MX record") ||
+		!strings.Contains(out, "_submissions._tcp.example.com") || !strings.Contains(out, "AUTH PLAIN LOGIN") || strings.Contains(out, "AUTH PLAIN  ") {
+		t.Errorf("smtp: exit %d\n%s%s", code, out, errOut)
+	}
+	if out, _, code = runTestIn(res, "", append(args, "-strict")...); code != 1 || !strings.Contains(out, "-strict: warnings count as failures") {
+		t.Errorf("smtp -strict: exit %d\n%s", code, out)
+	}
+
+	// A name that does not resolve, a name with a dead address, a
+	// certificate for another name, a wrong password.
+	out, _, code = runTestIn(res, "", "pop3", "-host", "nowhere.example.com")
+	if code != 1 || !strings.Contains(out, "FAIL") || !strings.Contains(out, "no address for nowhere.example.com") {
+		t.Errorf("unresolvable name: exit %d\n%s", code, out)
+	}
+	out, _, code = runTestIn(res, "", "smtp", "-host", "two.example.com", "-port", port("submission"), "-method", "tls", "-ca-file", caFile)
+	if code != 1 || !strings.Contains(out, "connection refused: nothing listens on 127.0.0.2:"+port("submission")) ||
+		strings.Count(out, "  ok ") != 4 || !strings.Contains(out, "capabilities") || !strings.Contains(out, `FAILED at "connect submission 127.0.0.2:`+port("submission")+`" after`) {
+		t.Errorf("one address down: exit %d\n%s", code, out)
+	}
+	out, _, code = runTestIn(res, "", "pop3", "-host", "pop.example.org", "-port", port("pop3s"), "-ca-file", caFile)
+	if code != 0 || !strings.Contains(out, "certificate is valid for mail.example.com, not pop.example.org") {
+		t.Errorf("name mismatch: exit %d\n%s", code, out)
+	}
+	out, _, code = runTestIn(res, "wrong-password\n", "smtp", "-host", "mail.example.com", "-port", port("submission"), "-method", "tls",
+		"-user", "alice@example.com", "-ca-file", caFile)
+	if code != 1 || !strings.Contains(out, "rejected: 535") || strings.Contains(out, "wrong-password") {
+		t.Errorf("wrong password: exit %d\n%s", code, out)
+	}
+
+	// The round trip by name on the configured ports: resolved, then sent,
+	// read back and deleted, the certificate judged for the name.
+	out, errOut, code = runTestIn(res, "demo-password\n", "roundtrip", "-config", in.cfgPath, "-host", "mail.example.com",
+		"-user", "alice@example.com", "-ca-file", caFile, "-strict")
+	t.Logf("test roundtrip -host:\n%s", out)
+	if code != 0 || !strings.Contains(out, "DNS mail.example.com") || !strings.Contains(out, "DELE+QUIT") {
+		t.Errorf("roundtrip -host name: exit %d\n%s%s", code, out, errOut)
+	}
+
+	// Usage errors exit 2.
+	for _, args := range [][]string{
+		{"pop3"},
+		{"smtp", "-host", "mail.example.com", "-method", "plain"},
+		{"smtp", "-host", "mail.example.com", "-password", "x"},
+		{"pop3", "-host", "mail.example.com", "-port", "70000"},
+		{"pop3", "-host", "mail.example.com", "extra"},
+		{"imap", "-host", "mail.example.com"},
+		{"roundtrip", "-config", in.cfgPath, "-user", "alice@example.com", "-domain", "example.com"},
+	} {
+		if _, errOut, code := runTestIn(res, "demo-password\n", args...); code != 2 {
+			t.Errorf("%q: exit %d, want 2\n%s", args, code, errOut)
+		}
+	}
+	in.stop()
+}
+
+// The default port and method of each service.
+func TestTestServiceDefaults(t *testing.T) {
+	// Nothing resolves, so each run stops at DNS; the header line shows
+	// what would have been dialled.
+	res := tableResolver{}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"pop3"}, "POP3 at x.example.com:995 (ssl)"},
+		{[]string{"pop3", "-method", "tls"}, "POP3 at x.example.com:110 (tls)"},
+		{[]string{"pop3", "-port", "110"}, "POP3 at x.example.com:110 (tls)"},
+		{[]string{"pop3", "-port", "1995"}, "POP3 at x.example.com:1995 (ssl)"},
+		{[]string{"smtp"}, "SMTP submission at x.example.com:465 (ssl)"},
+		{[]string{"smtp", "-port", "587"}, "SMTP submission at x.example.com:587 (tls)"},
+		{[]string{"smtp", "-method", "tls"}, "SMTP submission at x.example.com:587 (tls)"},
+	} {
+		out, errOut, code := runTestIn(res, "", append(c.args, "-host", "x.example.com")...)
+		if code != 1 || !strings.HasPrefix(out, c.want+" ") || !strings.Contains(out, "no address for x.example.com") {
+			t.Errorf("%q: exit %d\n%s%s", c.args, code, out, errOut)
+		}
+	}
+}
+
+// Without a configuration file, a remote round trip uses the usual ports
+// (587 STARTTLS, 995 implicit TLS) and judges certificates by -host.
+func TestTestRoundtripWithoutConfig(t *testing.T) {
+	t.Chdir(t.TempDir())
+	// The name resolves to an address where nothing listens: what
+	// matters here is what is dialled.
+	res := tableResolver{"mail.example.net": {"127.0.0.2"}}
+	out, errOut, code := runTestIn(res, "pw\n", "roundtrip", "-host", "mail.example.net", "-user", "bob@example.net")
+	if code != 1 || !strings.HasPrefix(out, "round trip for bob@example.net: submission mail.example.net:587 (tls), POP3 mail.example.net:995 (ssl)\n") ||
+		!strings.Contains(out, "DNS mail.example.net") || !strings.Contains(out, "connect submission 127.0.0.2:587") {
+		t.Errorf("exit %d\n%s%s", code, out, errOut)
+	}
+	// An explicit -config that does not exist is an error, not a silent
+	// fallback.
+	if _, errOut, code := runTestIn(res, "pw\n", "roundtrip", "-config", "missing.hcl", "-host", "mail.example.net", "-user", "bob@example.net"); code != 1 || !strings.Contains(errOut, "missing.hcl") {
+		t.Errorf("missing -config: exit %d\n%s", code, errOut)
+	}
 }
