@@ -1,7 +1,9 @@
 package probe
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
 	"net"
 	"net/netip"
 	"slices"
@@ -425,5 +427,114 @@ func TestRemoteRoundtripOneAddressDown(t *testing.T) {
 	}
 	if n := len(ms.messages(t)); n != 0 {
 		t.Errorf("%d message(s) left after the round trip", n)
+	}
+}
+
+// scripted serves one line-based dialog per connection on loopback: the
+// greeting, then reply(line) for each line; a reply of "\x00TLS" after
+// "+OK ..." means: send the rest, then start TLS as the server.
+func scripted(t *testing.T, conf *tls.Config, greeting string, reply func(line string, tlsOn bool) string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 10; i++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			var conn net.Conn = c
+			conn.Write([]byte(greeting))
+			r := bufio.NewReader(conn)
+			for j, tlsOn := 0, false; j < 50; j++ {
+				line, err := r.ReadString('\n')
+				if err != nil {
+					break
+				}
+				out := reply(strings.TrimRight(line, "\r\n"), tlsOn)
+				before, upgrade := strings.CutSuffix(out, "\x00TLS")
+				conn.Write([]byte(before))
+				if upgrade {
+					tc := tls.Server(c, conf)
+					if tc.Handshake() != nil {
+						break
+					}
+					conn, r, tlsOn = tc, bufio.NewReader(tc), true
+				}
+			}
+			c.Close()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// A POP3 server that offers USER before TLS as well as STLS: STLS works,
+// with a warning that a client could log in in the clear.
+func TestCheckPOP3PlainLoginBeforeTLS(t *testing.T) {
+	pki := newPKI(t, "probe test CA")
+	addr := scripted(t, serverTLS(t, pki), "+OK ready\r\n", func(line string, tlsOn bool) string {
+		switch {
+		case line == "CAPA" && !tlsOn:
+			return "+OK\r\nUSER\r\nSASL PLAIN\r\nSTLS\r\n.\r\n"
+		case line == "CAPA":
+			return "+OK\r\nUSER\r\nUIDL\r\n.\r\n"
+		case line == "STLS" && !tlsOn:
+			return "+OK go ahead\r\n\x00TLS"
+		}
+		return "-ERR no\r\n"
+	})
+	res := &stubResolver{hosts: map[string][]string{"mail.example.com": {"127.0.0.1"}}}
+	o := remoteOptions(t, pki, res, &literalDialer{t: t})
+	o.User = ""
+	o.POP3 = Endpoint{Addr: "mail.example.com:" + portOf(t, addr), Method: MethodTLS}
+	rep := CheckPOP3(t.Context(), o)
+	if !rep.OK {
+		t.Fatalf("not OK:\n%s", dump(rep))
+	}
+	s := stepNamed(t, rep, "STLS")
+	if !s.Warning || !strings.HasSuffix(s.Detail, "; but before TLS the server already offers USER and SASL PLAIN, so a client could send the password in clear") {
+		t.Errorf("STLS = %+v", s)
+	}
+	// The capabilities are the ones after TLS (RFC 2595 §4).
+	if c := stepNamed(t, rep, "capabilities"); c.Detail != "UIDL, USER" || c.Warning {
+		t.Errorf("capabilities = %+v", c)
+	}
+}
+
+// A submission server without STARTTLS: the step says so, and no AUTH
+// is attempted in the clear.
+func TestCheckSubmissionNoSTARTTLS(t *testing.T) {
+	pki := newPKI(t, "probe test CA")
+	var mu sync.Mutex
+	var seen []string
+	addr := scripted(t, nil, "220 mail.example.com ESMTP\r\n", func(line string, _ bool) string {
+		mu.Lock()
+		seen = append(seen, line)
+		mu.Unlock()
+		if strings.HasPrefix(line, "EHLO ") {
+			return "250-mail.example.com\r\n250 AUTH PLAIN LOGIN\r\n"
+		}
+		return "502 no\r\n"
+	})
+	res := &stubResolver{hosts: map[string][]string{"mail.example.com": {"127.0.0.1"}}}
+	o := remoteOptions(t, pki, res, &literalDialer{t: t})
+	o.Submission = Endpoint{Addr: "mail.example.com:" + portOf(t, addr), Method: MethodTLS}
+	rep := CheckSubmission(t.Context(), o)
+	if f := rep.Failed(); f == nil || f.Name != "STARTTLS" || f.Detail != "the server does not offer STARTTLS in its EHLO reply: a client would have to send the password in clear" {
+		t.Errorf("report:\n%s", dump(rep))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, l := range seen {
+		if strings.HasPrefix(l, "AUTH") {
+			t.Errorf("sent %q without TLS", l)
+		}
 	}
 }
