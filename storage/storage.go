@@ -99,6 +99,8 @@ type Store struct {
 
 	writers    atomic.Int32 // goroutines inside groupUpdate
 	commitMode commitMode
+
+	logins logins // last logins not yet written (see RecordLogin)
 }
 
 // Open opens (creating if needed) the database at path. The parent directory
@@ -185,10 +187,13 @@ func (s *Store) initBuckets(tx *bolt.Tx) error {
 // Close closes the database. It waits for running transactions; message
 // readers opened earlier fail on their next chunk.
 func (s *Store) Close() error {
+	// Last logins still in memory go out first; losing them is no reason
+	// not to close.
+	lerr := s.closeLogins()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("storage: close %s: %w", s.path, err)
 	}
-	return nil
+	return lerr
 }
 
 // Path returns the database file path given to Open.
