@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"strings"
+	"time"
 
 	"mailpost/auth"
 	"mailpost/config"
@@ -53,6 +54,7 @@ func (b pop3Backend) Login(ctx context.Context, ci pop3.ConnInfo, username, pass
 	for i, m := range list {
 		md.infos[i] = pop3.MessageInfo{Size: m.Size, UIDL: m.UIDL}
 	}
+	s.store.RecordLogin(addr, ci.Remote.Addr().String(), "pop3", time.Now()) // memory only; written within a second
 	return md, nil
 }
 

@@ -53,6 +53,9 @@ func startControl(s *Server, path string) (*controlServer, error) {
 	mux.HandleFunc("GET /v1/dns", s.handleDNS)
 	mux.HandleFunc("GET /v1/revisions", s.handleRevisions)
 	mux.HandleFunc("GET /v1/revisions/{seq}", s.handleRevision)
+	mux.HandleFunc("GET /v1/backup", s.handleBackup)
+	mux.HandleFunc("GET /v1/mailboxes", s.handleMailboxes)
+	mux.HandleFunc("POST /v1/import", s.handleImport)
 	c := &controlServer{path: path, done: make(chan struct{}),
 		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
 	go func() {

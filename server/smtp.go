@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"time"
 
 	"mailpost/config"
 	"mailpost/smtpauth"
@@ -31,6 +32,7 @@ func (b smtpBackend) Login(ctx context.Context, ci smtpauth.ConnInfo, username, 
 	if !mb.Submission {
 		return nil, smtpauth.ErrAccessDisabled
 	}
+	b.s.store.RecordLogin(mb.Address, ci.Remote.Addr().String(), "submission", time.Now())
 	return &smtpauth.Account{Name: mb.Address, SendAs: mb.SendAs, Credential: mb.PasswordHash}, nil
 }
 
