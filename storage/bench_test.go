@@ -163,3 +163,21 @@ func BenchmarkSubmit10KiBSerial(b *testing.B) {
 		b.Run(m.name, func(b *testing.B) { benchSubmit(b, m.mode, 1) })
 	}
 }
+
+// BenchmarkRecordLoginParallel is the cost a POP3 or submission login pays
+// for last-login tracking: a map update under a mutex, the write happening
+// later in the background.
+func BenchmarkRecordLoginParallel(b *testing.B) {
+	s := openTest(b)
+	names := make([]string, 64)
+	for i := range names {
+		names[i] = fmt.Sprintf("user%d@example.com", i)
+	}
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			s.RecordLogin(names[i%len(names)], "192.0.2.1", "pop3", time.Now())
+			i++
+		}
+	})
+}
