@@ -35,6 +35,9 @@ Usage:
   mailpost reload         [-config FILE]     make the running server re-read its file now
   mailpost queue          [-config FILE]     mail waiting for delivery to other domains
   mailpost queue retry|drop ID [-config FILE] deliver now, or give up on one message
+  mailpost backup FILE    [-config FILE]     a consistent hot copy of the store (- for stdout)
+  mailpost mailbox list|stats [-config FILE] messages, bytes, last login per mailbox
+  mailpost import -to ADDR mbox:FILE|maildir:DIR [-config FILE]
   mailpost dns            [-config FILE]     the DNS records each domain needs (MX, SPF, DKIM, DMARC, SRV)
   mailpost config history [-config FILE]     the recorded config revisions
   mailpost config show REV [-config FILE]    print one recorded revision
@@ -85,7 +88,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		logFormat = fs.String("log-format", "text", "text (key=value) or json (one object per line)")
 	case "deliver":
 		to = fs.String("to", "", "recipient address (a mailbox or an alias)")
-	case "check", "settings", "status", "hash-password", "reload", "config history", "config show", "queue", "queue retry", "queue drop", "dns":
+	case "check", "settings", "status", "hash-password", "reload", "config history", "config show", "queue", "queue retry", "queue drop", "dns", "backup", "mailbox":
+	case "import":
+		to = fs.String("to", "", "mailbox or alias to import into")
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -107,7 +112,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		args = fs.Args()[1:]
 	}
 	wantArgs := 0
-	if cmd == "config show" || cmd == "queue retry" || cmd == "queue drop" {
+	if cmd == "config show" || cmd == "queue retry" || cmd == "queue drop" || cmd == "backup" || cmd == "mailbox" || cmd == "import" {
 		wantArgs = 1
 	}
 	if len(positional) != wantArgs {
@@ -139,6 +144,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdQueueAction(*cfgPath, []string{strings.TrimPrefix(cmd, "queue "), positional[0]}, stdout, stderr)
 	case "dns":
 		err = cmdDNS(*cfgPath, stdout, stderr)
+	case "backup":
+		err = cmdBackup(*cfgPath, positional[0], stdout, stderr)
+	case "mailbox":
+		err = cmdMailbox(*cfgPath, positional, stdout, stderr)
+	case "import":
+		err = cmdImport(*cfgPath, []string{"-to", *to, positional[0]}, stdin, stdout, stderr)
 	case "config show":
 		err = cmdConfigShow(*cfgPath, positional[0], stdout, stderr)
 	}
