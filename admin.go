@@ -16,7 +16,7 @@ import (
 // cmdReload asks the running server to re-read its file, and prints the
 // outcome with any diagnostics. Exit 1 when the edit was refused.
 func cmdReload(path string, stdout, stderr io.Writer) int {
-	res, err := server.NewClient(dataDirFor(path)).Reload()
+	res, err := server.NewClient(peekDataDir(path)).Reload()
 	if err != nil {
 		fmt.Fprintf(stderr, "mailpost reload: %v\n", err)
 		return 1
@@ -34,14 +34,10 @@ func cmdReload(path string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// dataDirFor finds data_dir even when the file does not validate, because
-// reload and history are exactly what one runs after a bad edit.
-func dataDirFor(path string) string { return peekDataDir(path) }
-
 // withServerOrStore asks the running server when there is one, else reads
 // the store directly.
 func withServerOrStore(path string, running func(*server.Client) error, offline func(*storage.Store) error) error {
-	dir := dataDirFor(path)
+	dir := peekDataDir(path)
 	c := server.NewClient(dir)
 	if c.Running() {
 		return running(c)

@@ -35,7 +35,7 @@ func cmdBackup(path, file string, stdout, stderr io.Writer) error {
 	if file == "" {
 		return errors.New("want `backup FILE` (or `backup -` for stdout)")
 	}
-	dir := dataDirFor(path)
+	dir := peekDataDir(path)
 	live := server.DatabasePath(dir)
 	copyTo := func(w io.Writer) (int64, error) {
 		c := server.NewClient(dir)
@@ -136,7 +136,7 @@ func cmdMailbox(path string, args []string, stdout, stderr io.Writer) error {
 		return errors.New("want `mailbox list` or `mailbox stats`")
 	}
 	var reps []server.MailboxReport
-	c := server.NewClient(dataDirFor(path))
+	c := server.NewClient(peekDataDir(path))
 	if c.Running() {
 		var err error
 		if reps, err = c.Mailboxes(); err != nil {
@@ -263,7 +263,7 @@ func cmdImport(path string, args []string, stdin io.Reader, stdout, stderr io.Wr
 		put   func(uidl string, arrived time.Time, msg []byte) (string, error)
 		where string
 	)
-	c := server.NewClient(dataDirFor(path))
+	c := server.NewClient(peekDataDir(path))
 	if c.Running() {
 		where = "through the running server"
 		put = func(uidl string, arrived time.Time, msg []byte) (string, error) {

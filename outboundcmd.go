@@ -50,7 +50,7 @@ func cmdQueueAction(path string, args []string, stdout, stderr io.Writer) error 
 // the running server answers when there is one; otherwise the store is
 // opened here, and the key made if this is before the first start.
 func cmdDNS(path string, stdout, stderr io.Writer) error {
-	c := server.NewClient(dataDirFor(path))
+	c := server.NewClient(peekDataDir(path))
 	if c.Running() {
 		out, err := c.DNS()
 		if err != nil {

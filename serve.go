@@ -188,7 +188,8 @@ func loadForServe(path string, log *slog.Logger, stderr io.Writer) (*config.Conf
 }
 
 // peekDataDir finds data_dir in a config file that does not validate, so
-// the store (and its last good revision) can still be found. It reads the
+// the store (and its last good revision) can still be found, and so reload,
+// status and history work right after a bad edit. It reads the
 // one attribute if it can and falls back to the default.
 func peekDataDir(path string) string {
 	src, err := os.ReadFile(path)

@@ -43,9 +43,10 @@ func outboundSettings(cfg *config.Config) *outbound.Settings {
 	return st
 }
 
-// dnsRecords renders what `mailpost dns` prints, with the DKIM key from
-// the store (made now if the config names one the store lacks).
-func dnsRecords(cfg *config.Config, store *storage.Store) (string, error) {
+// DNSRecords renders what `mailpost dns` prints, with the DKIM key from
+// the store (made now if the config names one the store lacks). Commands
+// run without a server call it on a store they opened themselves.
+func DNSRecords(cfg *config.Config, store *storage.Store) (string, error) {
 	txt := ""
 	if o := cfg.Outbound; o != nil && o.DKIM != nil {
 		key, err := outbound.LoadOrCreateKey(store, &outbound.DKIMSettings{Selector: o.DKIM.Selector, Algorithm: o.DKIM.Algorithm})
@@ -63,14 +64,8 @@ func dnsRecords(cfg *config.Config, store *storage.Store) (string, error) {
 	return buf.String(), nil
 }
 
-// DNSRecords is dnsRecords for a command run without a server (it opens
-// the store itself).
-func DNSRecords(cfg *config.Config, store *storage.Store) (string, error) {
-	return dnsRecords(cfg, store)
-}
-
 func (s *Server) handleDNS(w http.ResponseWriter, r *http.Request) {
-	out, err := dnsRecords(s.cur.Load().cfg, s.store)
+	out, err := DNSRecords(s.cur.Load().cfg, s.store)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
