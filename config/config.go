@@ -145,6 +145,17 @@ type Mailbox struct {
 	// SendAs lists the envelope and From addresses the account may submit
 	// mail as (lower case); by default its address and aliases.
 	SendAs []string
+	// Devices are scoped second passwords (see Device), in file order.
+	Devices []*Device
+	// RetentionDays: retrieved messages older than this many days are
+	// removed, announced as EXPIRE (RFC 2449 §6.7); -1 = never.
+	RetentionDays int
+	// SortDescending lists messages newest first (Exchange's
+	// MessageRetrievalSortOrder) for clients that read the top of the list.
+	SortDescending bool
+	// NewLoginNotice: the first successful login from a network or device
+	// not seen before puts a short notice into the mailbox.
+	NewLoginNotice bool
 }
 
 // Config is a validated configuration. Treat it as immutable: the server
@@ -162,6 +173,7 @@ type Config struct {
 	HTTP         *HTTP       // nil = no web front (no ACME challenges answered)
 	Admin        *Admin      // nil = no metrics listener
 	Outbound     *Outbound   // nil = the queue is kept, not delivered
+	LoginLimits  LoginLimits // defaults applied
 	Mailboxes    []*Mailbox
 
 	byAddr map[string]*Mailbox // address and aliases → mailbox; built by Parse

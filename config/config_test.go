@@ -167,8 +167,8 @@ mailbox "bob@example.net" {
 	wantMB := []*Mailbox{
 		{Address: "alice@example.com", PasswordHash: goodHash, POP3: true, Submission: true,
 			Aliases: []string{"a.smith@example.com", "alice@example.net"}, Quota: 2 << 30,
-			SendAs: []string{"alice@example.com", "a.smith@example.com", "alice@example.net"}},
-		{Address: "bob@example.net", SendAs: []string{"bob@example.net"}},
+			SendAs: []string{"alice@example.com", "a.smith@example.com", "alice@example.net"}, RetentionDays: -1},
+		{Address: "bob@example.net", SendAs: []string{"bob@example.net"}, RetentionDays: -1},
 	}
 	if !reflect.DeepEqual(cfg.Mailboxes, wantMB) {
 		t.Errorf("Mailboxes = %+v %+v", *cfg.Mailboxes[0], *cfg.Mailboxes[1])

@@ -36,6 +36,8 @@ type rawFile struct {
 	Admin      []*rawAdmin      `hcl:"admin,block"`
 	Outbound   []*rawOutbound   `hcl:"outbound,block"`
 	Mailboxes  []*rawMailbox    `hcl:"mailbox,block"`
+
+	LoginLimits []*rawLoginLimits `hcl:"login_limits,block"`
 }
 
 type rawCertificate struct {
@@ -144,6 +146,13 @@ type rawMailbox struct {
 	QuotaRange        hcl.Range `hcl:"quota,attr_range"`
 	SendAs            []string  `hcl:"send_as,optional"`
 	SendAsRange       hcl.Range `hcl:"send_as,attr_range"`
+	Retention         *string   `hcl:"retention,optional"`
+	RetentionRange    hcl.Range `hcl:"retention,attr_range"`
+	SortOrder         *string   `hcl:"sort_order,optional"`
+	SortOrderRange    hcl.Range `hcl:"sort_order,attr_range"`
+	NewLoginNotice    *bool     `hcl:"new_login_notice,optional"`
+
+	Devices []*rawDevice `hcl:"device,block"`
 }
 
 // Load reads and validates the file at path. cfg is non-nil iff diags has no

@@ -139,7 +139,11 @@ func (p *parser) validate(raw *rawFile) (*Config, hcl.Diagnostics) {
 	cfg.Outbound = out
 	diags = append(diags, odiags...)
 
-	diags = append(diags, p.mailboxes(raw, cfg, domainsOK)...)
+	limits, ldiags := p.loginLimits(raw.LoginLimits)
+	cfg.LoginLimits = limits
+	diags = append(diags, ldiags...)
+
+	diags = append(diags, p.mailboxes(raw, cfg, domainsOK, now)...)
 	return cfg, diags
 }
 
@@ -195,6 +199,10 @@ func nullMeansAbsent(raw *rawFile) {
 	for _, m := range raw.Mailboxes {
 		unset(m.Aliases, &m.AliasesRange)
 		unset(m.SendAs, &m.SendAsRange)
+		for _, d := range m.Devices {
+			unset(d.Allow, &d.AllowRange)
+			unset(d.From, &d.FromRange)
+		}
 	}
 }
 
@@ -272,7 +280,7 @@ func (p *parser) certificate(rc *rawCertificate, cfg *Config, hostOK bool, now t
 // mailboxes checks the mailbox blocks. Addresses and aliases share one
 // namespace: each may name only one mailbox. send_as is not part of it: it
 // grants the right to use an address as a sender, which may be shared.
-func (p *parser) mailboxes(raw *rawFile, cfg *Config, domainsOK bool) hcl.Diagnostics {
+func (p *parser) mailboxes(raw *rawFile, cfg *Config, domainsOK bool, now time.Time) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	checkDomains := domainsOK
 	if len(raw.Mailboxes) > 0 && domainsOK && len(raw.Domains) == 0 {
@@ -325,7 +333,7 @@ func (p *parser) mailboxes(raw *rawFile, cfg *Config, domainsOK bool) hcl.Diagno
 		if !keep {
 			shown = rm.Address
 		}
-		m := &Mailbox{Address: addr, POP3: true, Submission: true}
+		m := &Mailbox{Address: addr, POP3: true, Submission: true, RetentionDays: -1}
 		if rm.POP3 != nil {
 			m.POP3 = *rm.POP3
 		}
@@ -395,6 +403,28 @@ func (p *parser) mailboxes(raw *rawFile, cfg *Config, domainsOK bool) hcl.Diagno
 					"mailbox %s may submit mail but its send_as list is empty, so every message it sends is refused; list its addresses, or set submission = false", shown))
 			}
 		}
+		if rm.Retention != nil && p.ok(rm.RetentionRange) {
+			days, err := parseRetention(*rm.Retention)
+			if err != nil {
+				diags = append(diags, errorf(rm.RetentionRange, "Invalid retention", "the retention of %s is invalid: %s", shown, err.Error()))
+			} else {
+				m.RetentionDays = days
+			}
+		}
+		if rm.SortOrder != nil && p.ok(rm.SortOrderRange) {
+			switch strings.ToLower(strings.TrimSpace(*rm.SortOrder)) {
+			case "ascending":
+			case "descending":
+				m.SortDescending = true
+			default:
+				diags = append(diags, errorf(rm.SortOrderRange, "Invalid sort_order",
+					"sort_order must be \"ascending\" (oldest first, the default) or \"descending\" (newest first), not %q", *rm.SortOrder))
+			}
+		}
+		if rm.NewLoginNotice != nil {
+			m.NewLoginNotice = *rm.NewLoginNotice
+		}
+		diags = append(diags, p.devices(m, rm.Devices, shown, now)...)
 		if !keep {
 			continue
 		}
