@@ -49,6 +49,23 @@ type HTTP struct {
 	TLSBindings []netip.AddrPort
 }
 
+// HTTPSPort is the port clients are told to use for mailpost's https
+// listeners: 443 when one binds it, and 443 too when none does, because
+// then a port map (container, router) is assumed to lead 443 to the
+// first tls_binding, as `mailpost check` assumes for ACME challenges.
+// The second result is the port actually bound, 0 without https.
+func (h *HTTP) HTTPSPort() (published, bound int) {
+	if h == nil || len(h.TLSBindings) == 0 {
+		return 0, 0
+	}
+	for _, b := range h.TLSBindings {
+		if b.Port() == 443 {
+			return 443, 443
+		}
+	}
+	return 443, int(h.TLSBindings[0].Port())
+}
+
 type rawACME struct {
 	DefRange hcl.Range `hcl:",def_range"`
 
