@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"strings"
 	"time"
 
-	"mailpost/auth"
 	"mailpost/config"
 	"mailpost/pop3"
 	"mailpost/storage"
@@ -26,18 +24,18 @@ var (
 
 func (b pop3Backend) Login(ctx context.Context, ci pop3.ConnInfo, username, password string) (pop3.Maildrop, error) {
 	s := b.s
-	mb, err := s.checkPassword(ctx, ci.Remote.Addr(), username, password)
-	if errors.Is(err, errBadCredentials) {
+	ip := ci.Remote.Addr()
+	cred, err := s.checkPassword(ctx, ip, config.ProtoPOP3, username, password)
+	switch {
+	case errors.Is(err, errBadCredentials):
 		return nil, pop3.ErrAuthFailed
-	} else if err != nil {
+	case errors.Is(err, errScope):
+		s.log.Info("pop3 login refused", "user", cred.mb.Address, "device", cred.deviceName(), "remote_ip", ip.String(), "why", err.Error())
+		return nil, pop3.ErrAccessDisabled
+	case err != nil:
 		return nil, err
 	}
-	addr := mb.Address
-	// Access is checked only after the password, so that a disabled
-	// mailbox does not reveal itself to someone without the password.
-	if !mb.POP3 {
-		return nil, pop3.ErrAccessDisabled
-	}
+	addr := cred.mb.Address
 	unlock, err := s.store.Lock(addr)
 	if errors.Is(err, storage.ErrLocked) {
 		return nil, pop3.ErrInUse
@@ -50,51 +48,20 @@ func (b pop3Backend) Login(ctx context.Context, ci pop3.ConnInfo, username, pass
 		return nil, err
 	}
 	md := &maildrop{srv: s, store: s.store, mailbox: addr, list: list, unlock: unlock,
-		loginHash: mb.PasswordHash, infos: make([]pop3.MessageInfo, len(list))}
+		device: cred.deviceName(), loginHash: cred.hash(), remote: ip, infos: make([]pop3.MessageInfo, len(list))}
 	for i, m := range list {
 		md.infos[i] = pop3.MessageInfo{Size: m.Size, UIDL: m.UIDL}
 	}
-	s.store.RecordLogin(addr, ci.Remote.Addr().String(), "pop3", time.Now()) // memory only; written within a second
+	s.store.RecordLogin(addr, ip.String(), "pop3", time.Now()) // memory only; written within a second
 	return md, nil
-}
-
-// errBadCredentials: unknown user, no password set, or a wrong password.
-var errBadCredentials = errors.New("bad credentials")
-
-// checkPassword is the login policy shared by POP3 and submission: it finds
-// the mailbox by its address (aliases are not login names) and verifies the
-// password. Unknown users cost the same as a wrong password, so timing does
-// not tell which addresses exist; a failure waits out a delay that grows
-// with recent failures from the client's network and for the account.
-// Per-protocol access is the caller's to check, after this succeeded, so a
-// disabled mailbox does not reveal itself to someone without the password.
-func (s *Server) checkPassword(ctx context.Context, ip netip.Addr, username, password string) (*config.Mailbox, error) {
-	addr := strings.ToLower(strings.TrimSpace(username))
-	mb := s.cur.Load().mailboxes[addr]
-	var ok bool
-	if mb == nil || mb.PasswordHash == "" {
-		s.verifier.VerifyUnknown(ctx, password)
-	} else {
-		var err error
-		ok, err = s.verifier.Verify(ctx, mb.PasswordHash, password)
-		if err != nil {
-			return nil, fmt.Errorf("verifying password of %s: %w", addr, err)
-		}
-	}
-	if !ok {
-		if err := auth.Wait(ctx, s.throttle.Failure(ip, addr)); err != nil {
-			return nil, err
-		}
-		return nil, errBadCredentials
-	}
-	s.throttle.Success(ip, addr)
-	return mb, nil
 }
 
 // maildrop is one locked POP3 snapshot of a mailbox.
 type maildrop struct {
 	srv       *Server
-	loginHash string // the password hash the login was checked against
+	device    string     // the device that logged in, "" for the main password
+	loginHash string     // the password hash the login was checked against
+	remote    netip.Addr // the client, for revalidating a device's networks
 	store     *storage.Store
 	mailbox   string
 	list      []storage.MessageInfo // taken at login; index = message number - 1

@@ -2,7 +2,6 @@ package server
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -144,19 +143,10 @@ func samePool(a, b *runtime) bool {
 }
 
 // Revalidate ends a POP3 session whose access the running config no longer
-// grants: the mailbox was removed, POP3 was switched off, or the password
-// changed since the login.
+// grants: the mailbox or device was removed, POP3 was switched off for it,
+// its networks changed, or the password changed since the login.
 func (m *maildrop) Revalidate() error {
-	mb := m.srv.cur.Load().mailboxes[m.mailbox]
-	switch {
-	case mb == nil:
-		return errors.New("this mailbox was removed from the configuration")
-	case !mb.POP3:
-		return errors.New("POP3 access for this mailbox was switched off")
-	case mb.PasswordHash != m.loginHash:
-		return errors.New("the password of this mailbox was changed; log in again")
-	}
-	return nil
+	return m.srv.stillAllowed(m.mailbox, m.device, m.loginHash, m.remote, config.ProtoPOP3)
 }
 
 // diagPos is FILE:LINE:COLUMN, the form editors and CI parse.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -23,32 +24,38 @@ var (
 )
 
 func (b smtpBackend) Login(ctx context.Context, ci smtpauth.ConnInfo, username, password string) (*smtpauth.Account, error) {
-	mb, err := b.s.checkPassword(ctx, ci.Remote.Addr(), username, password)
-	if errors.Is(err, errBadCredentials) {
+	ip := ci.Remote.Addr()
+	cred, err := b.s.checkPassword(ctx, ip, config.ProtoSubmission, username, password)
+	switch {
+	case errors.Is(err, errBadCredentials):
 		return nil, smtpauth.ErrAuthFailed
-	} else if err != nil {
+	case errors.Is(err, errScope):
+		b.s.log.Info("smtp login refused", "user", cred.mb.Address, "device", cred.deviceName(), "remote_ip", ip.String(), "why", err.Error())
+		return nil, smtpauth.ErrAccessDisabled
+	case err != nil:
 		return nil, err
 	}
-	if !mb.Submission {
-		return nil, smtpauth.ErrAccessDisabled
-	}
-	b.s.store.RecordLogin(mb.Address, ci.Remote.Addr().String(), "submission", time.Now())
-	return &smtpauth.Account{Name: mb.Address, SendAs: mb.SendAs, Credential: mb.PasswordHash}, nil
+	mb := cred.mb
+	b.s.store.RecordLogin(mb.Address, ip.String(), "submission", time.Now())
+	return &smtpauth.Account{Name: mb.Address, SendAs: mb.SendAs, Device: cred.deviceName(),
+		Credential: smtpCredential{hash: cred.hash(), remote: ip}}, nil
+}
+
+// smtpCredential is what Revalidate needs of a submission login.
+type smtpCredential struct {
+	hash   string
+	remote netip.Addr
 }
 
 // Revalidate ends an authenticated session whose access the running config
 // no longer grants, and refreshes what it may send as.
 func (b smtpBackend) Revalidate(ctx context.Context, acct *smtpauth.Account) (*smtpauth.Account, error) {
-	mb := b.s.cur.Load().mailboxes[acct.Name]
-	switch {
-	case mb == nil:
-		return nil, errors.New("this mailbox was removed from the configuration")
-	case !mb.Submission:
-		return nil, errors.New("submission for this mailbox was switched off")
-	case mb.PasswordHash != acct.Credential:
-		return nil, errors.New("the password of this mailbox was changed; log in again")
+	c, _ := acct.Credential.(smtpCredential)
+	if err := b.s.stillAllowed(acct.Name, acct.Device, c.hash, c.remote, config.ProtoSubmission); err != nil {
+		return nil, err
 	}
-	return &smtpauth.Account{Name: mb.Address, SendAs: mb.SendAs, Credential: mb.PasswordHash}, nil
+	mb := b.s.cur.Load().mailboxes[acct.Name]
+	return &smtpauth.Account{Name: mb.Address, SendAs: mb.SendAs, Device: acct.Device, Credential: c}, nil
 }
 
 // Recipient accepts a local mailbox or alias (with room for the announced

@@ -25,11 +25,11 @@ func (b webBackend) Config() *config.Config { return b.s.cur.Load().cfg }
 // Login is checkPassword, with its delays and throttling: the settings
 // page is no cheaper a password oracle than POP3.
 func (b webBackend) Login(ctx context.Context, remote netip.Addr, username, password string) (*config.Mailbox, error) {
-	mb, err := b.s.checkPassword(ctx, remote, username, password)
+	cred, err := b.s.checkPassword(ctx, remote, protoWeb, username, password)
 	if errors.Is(err, errBadCredentials) {
 		return nil, site.ErrBadCredentials
 	}
-	return mb, err
+	return cred.mb, err
 }
 
 func (b webBackend) Fingerprint(host string) string {

@@ -95,9 +95,12 @@ type ConnInfo struct {
 type Account struct {
 	Name   string
 	SendAs []string // addresses MAIL FROM may use; compared case-insensitively
+	// Device names the scoped credential the login used, "" for the
+	// account's main password; logs show it.
+	Device string
 	// Credential is the backend's own mark of what the login was checked
 	// against (opaque here), for Revalidate.
-	Credential string
+	Credential any
 }
 
 // Revalidator is an optional Backend interface for access that a config

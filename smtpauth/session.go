@@ -140,6 +140,9 @@ func (s *session) login(user, pass string) error {
 		s.c.srv.counters.loginOK.Add(1)
 		s.c.counts.user.Store(&acct.Name)
 		s.c.log = s.c.log.With("user", acct.Name)
+		if acct.Device != "" {
+			s.c.log = s.c.log.With("device", acct.Device)
+		}
 		s.c.log.Info("smtp login")
 		return nil
 	case err == nil:
