@@ -49,6 +49,10 @@ func WriteSettings(w io.Writer, cfg *config.Config, pool *certs.Pool, store *sto
 			}
 		}
 	}
+	l := cfg.LoginLimits
+	kv("LoginLimits", fmt.Sprintf("failures per %s: IPv4 /32 %s, /26 %s, /21 %s; IPv6 /64 %s, /48 %s, /32 %s; account %s",
+		l.Window, limit(l.IPv4_32), limit(l.IPv4_26), limit(l.IPv4_21), limit(l.IPv6_64), limit(l.IPv6_48), limit(l.IPv6_32), limit(l.Account)))
+	kv("LoginExemptAfterSuccess", l.ExemptAfterSuccess)
 	tw.Flush()
 
 	if pool != nil {
@@ -64,7 +68,7 @@ func WriteSettings(w io.Writer, cfg *config.Config, pool *certs.Pool, store *sto
 
 	fmt.Fprintln(w, "\nMailboxes:")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  ADDRESS\tPOP3\tSUBMISSION\tALIASES\tQUOTA\tMESSAGES\tSIZE")
+	fmt.Fprintln(tw, "  ADDRESS\tPOP3\tSUBMISSION\tALIASES\tQUOTA\tEXPIRE\tORDER\tDEVICES\tMESSAGES\tSIZE")
 	for _, mb := range cfg.Mailboxes {
 		quota := "unlimited"
 		if mb.Quota > 0 {
@@ -76,10 +80,29 @@ func WriteSettings(w io.Writer, cfg *config.Config, pool *certs.Pool, store *sto
 				count, size = fmt.Sprint(n), humanBytes(b)
 			}
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", mb.Address, onOff(mb.POP3), onOff(mb.Submission),
-			list(mb.Aliases), quota, count, size)
+		expire, order := "NEVER", "ascending"
+		if mb.RetentionDays >= 0 {
+			expire = fmt.Sprint(mb.RetentionDays)
+		}
+		if mb.SortDescending {
+			order = "descending"
+		}
+		devices := make([]string, len(mb.Devices))
+		for i, d := range mb.Devices {
+			devices[i] = d.Name + "(" + strings.Join(d.Allow, "+") + ")"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", mb.Address, onOff(mb.POP3), onOff(mb.Submission),
+			list(mb.Aliases), quota, expire, order, list(devices), count, size)
 	}
 	tw.Flush()
+}
+
+// limit renders a login limit; 0 switches the tier off.
+func limit(n int) string {
+	if n == 0 {
+		return "off"
+	}
+	return fmt.Sprint(n)
 }
 
 func list(s []string) string { return "{" + strings.Join(s, ", ") + "}" }
