@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -178,12 +179,62 @@ func outlookEncryption(m config.Method) (ssl, enc string) {
 	return "off", "None"
 }
 
+// autodiscover answers Outlook's POX request. Outlook's order
+// ([MS-OXDISCO] §3.1.5): POST to https://<domain> and
+// https://autodiscover.<domain>, then an unauthenticated GET to
+// http://autodiscover.<domain> expecting a 302 to an https URL (which it
+// then POSTs to), then the _autodiscover._tcp SRV record that `mailpost
+// dns` prints. Other clients GET with the address in the query; they get
+// the same document.
 func (h *Handler) autodiscover(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		// Outlook always POSTs; a GET is a person or a probe looking.
-		h.autodiscoverFail(w, 600, "Invalid Request")
-		return
+	switch r.Method {
+	case http.MethodPost:
+		h.autodiscoverPOST(w, r)
+	case http.MethodGet, http.MethodHead:
+		if r.TLS == nil && h.autodiscoverRedirect(w, r) {
+			return
+		}
+		email := queryEmail(r.URL.Query())
+		if email == "" {
+			noStore(w)
+			http.Error(w, "400 POST an Autodiscover request (Outlook POX schema), or GET with ?EMailAddress=you@domain",
+				http.StatusBadRequest)
+			return
+		}
+		h.autodiscoverAnswer(w, r, email)
+	default:
+		w.Header().Set("Allow", "GET, HEAD, POST")
+		http.Error(w, "405 method not allowed", http.StatusMethodNotAllowed)
 	}
+}
+
+// queryEmail is the address a GET names, under the parameter names
+// clients use (EMailAddress, emailaddress, email), in any capitalisation.
+func queryEmail(q url.Values) string {
+	for k, v := range q {
+		if (strings.EqualFold(k, "EMailAddress") || strings.EqualFold(k, "email")) && len(v) > 0 {
+			return strings.TrimSpace(v[0])
+		}
+	}
+	return ""
+}
+
+// autodiscoverRedirect is Outlook's "HTTP redirect method": a plain GET is
+// sent with 302 (the status Outlook follows) to the same path on the
+// mail host over https, whose certificate Outlook can verify, unlike
+// autodiscover.<domain>'s, which often has none. It reports false when
+// there is no https listener; the GET is then answered here.
+func (h *Handler) autodiscoverRedirect(w http.ResponseWriter, r *http.Request) bool {
+	cfg := h.b.Config()
+	if cfg.HTTP == nil || len(cfg.HTTP.TLSBindings) == 0 {
+		return false
+	}
+	u := url.URL{Scheme: "https", Host: httpsHost(cfg, r, cfg.Hostname), Path: AutodiscoverPath, RawQuery: r.URL.RawQuery}
+	http.Redirect(w, r, u.String(), http.StatusFound)
+	return true
+}
+
+func (h *Handler) autodiscoverPOST(w http.ResponseWriter, r *http.Request) {
 	var req autodiscoverRequest
 	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
 	if err == nil {
@@ -198,8 +249,13 @@ func (h *Handler) autodiscover(w http.ResponseWriter, r *http.Request) {
 		h.autodiscoverFail(w, 601, "Provider is not available")
 		return
 	}
+	h.autodiscoverAnswer(w, r, strings.TrimSpace(req.Request.EMailAddress))
+}
+
+// autodiscoverAnswer sends the Outlook response schema's settings for
+// email, or error 600 when it is not in a configured domain.
+func (h *Handler) autodiscoverAnswer(w http.ResponseWriter, r *http.Request, email string) {
 	cfg := h.b.Config()
-	email := strings.TrimSpace(req.Request.EMailAddress)
 	if !validAddress(cfg, email) {
 		h.autodiscoverFail(w, 600, "Invalid Request")
 		return

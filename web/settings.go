@@ -61,7 +61,7 @@ func securityHeaders(w http.ResponseWriter) {
 	h.Set("X-Frame-Options", "DENY")
 }
 
-// httpsRedirect sends a plain request to the first TLS binding, or says
+// httpsRedirect sends a plain request to the https listener, or says
 // why there is nowhere to go.
 func (h *Handler) httpsRedirect(w http.ResponseWriter, r *http.Request) {
 	cfg := h.b.Config()
@@ -77,11 +77,7 @@ func (h *Handler) httpsRedirect(w http.ResponseWriter, r *http.Request) {
 	if host == "" {
 		host = cfg.Hostname
 	}
-	if port := cfg.HTTP.TLSBindings[0].Port(); port != 443 && port != 0 {
-		host = net.JoinHostPort(host, strconv.Itoa(int(port)))
-	} else if strings.Contains(host, ":") {
-		host = "[" + host + "]"
-	}
+	host = httpsHost(cfg, r, host)
 	http.Redirect(w, r, "https://"+host+SettingsPath, http.StatusMovedPermanently)
 }
 
@@ -312,3 +308,31 @@ meter{width:100%;height:1.2rem}
 </main></body>
 </html>
 `))
+
+// httpsHost is host with the port a client reaches the https listeners
+// on. A client whose request names the port it connected to reaches
+// mailpost directly and is sent to the first tls_binding's port; one that
+// came through a port map (the port it named, 80 by default, is not the
+// listener's) is sent to 443, on the assumption that the map covers https
+// too (config.HTTP.HTTPSPort).
+func httpsHost(cfg *config.Config, r *http.Request, host string) string {
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	published, bound := cfg.HTTP.HTTPSPort()
+	port := bound
+	if local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		asked := "80"
+		if _, p, err := net.SplitHostPort(r.Host); err == nil {
+			asked = p
+		}
+		if _, p, err := net.SplitHostPort(local.String()); err == nil && p != asked {
+			port = published
+		}
+	}
+	if port == 443 || port == 0 {
+		if strings.Contains(host, ":") {
+			return "[" + host + "]"
+		}
+		return host
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port))
+}

@@ -744,3 +744,172 @@ func TestSessionExpiryAndRevocation(t *testing.T) {
 		t.Errorf("%d sessions, want the cap %d", n, maxSessions)
 	}
 }
+
+// Outlook's response schema, namespace-qualified as Outlook reads it: an
+// element in the wrong namespace decodes as missing.
+type strictAD struct {
+	XMLName  xml.Name `xml:"http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006 Autodiscover"`
+	Response struct {
+		User struct {
+			DisplayName string `xml:"http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a DisplayName"`
+		} `xml:"http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a User"`
+		Account struct {
+			AccountType string          `xml:"http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a AccountType"`
+			Action      string          `xml:"http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a Action"`
+			Protocols   []strictADProto `xml:"http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a Protocol"`
+		} `xml:"http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a Account"`
+		Error *struct {
+			ErrorCode int `xml:"ErrorCode"`
+		} `xml:"Error"`
+	} `xml:"http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a Response"`
+}
+
+type strictADProto struct {
+	Type         string `xml:"http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a Type"`
+	Server       string `xml:"http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a Server"`
+	Port         int    `xml:"http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a Port"`
+	LoginName    string `xml:"http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a LoginName"`
+	SPA          string `xml:"http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a SPA"`
+	SSL          string `xml:"http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a SSL"`
+	Encryption   string `xml:"http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a Encryption"`
+	AuthRequired string `xml:"http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a AuthRequired"`
+}
+
+func (p strictADProto) String() string {
+	return fmt.Sprintf("%s %s:%d ssl=%s enc=%s login=%s spa=%s auth=%s", p.Type, p.Server, p.Port, p.SSL, p.Encryption, p.LoginName, p.SPA, p.AuthRequired)
+}
+
+// strictProtocols parses body as Outlook would and renders its Protocol
+// elements, one line each.
+func strictProtocols(t *testing.T, body []byte) (strictAD, string) {
+	t.Helper()
+	var ad strictAD
+	decodeXML(t, body, &ad)
+	var lines []string
+	for _, p := range ad.Response.Account.Protocols {
+		lines = append(lines, p.String())
+	}
+	return ad, strings.Join(lines, "\n")
+}
+
+// TestAutodiscoverGET: clients that GET with the address in the query get
+// the document a POST gets; a GET without one is a clear 400.
+func TestAutodiscoverGET(t *testing.T) {
+	h, _ := newHandler(t)
+	srv, c := serveTLS(t, h)
+	const internal = `POP3 mail.home.arpa:995 ssl=on enc=SSL login=bob@example.org spa=off auth=on
+POP3 mail.home.arpa:110 ssl=off enc=None login=bob@example.org spa=off auth=on
+SMTP mail.example.com:465 ssl=on enc=SSL login=bob@example.org spa=off auth=on
+SMTP mail.example.com:587 ssl=on enc=TLS login=bob@example.org spa=off auth=on`
+	for _, q := range []string{"?EMailAddress=bob%40example.org", "?emailaddress=bob%40example.org", "?Email=bob%40example.org"} {
+		resp, body := getBody(t, c, srv.URL+"/AutoDiscover/AutoDiscover.xml"+q)
+		if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/xml") {
+			t.Fatalf("GET %s: %s %s", q, resp.Status, resp.Header.Get("Content-Type"))
+		}
+		ad, got := strictProtocols(t, []byte(body))
+		if got != internal || ad.Response.Account.AccountType != "email" || ad.Response.Account.Action != "settings" ||
+			ad.Response.User.DisplayName != "bob@example.org" {
+			t.Errorf("GET %s:\n%s\nwant:\n%s\n%s", q, got, internal, body)
+		}
+	}
+	// The POST answer is the same document.
+	resp, err := c.Post(srv.URL+AutodiscoverPath, "text/xml", strings.NewReader(adRequest("bob@example.org", outlookResponseNS)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if _, got := strictProtocols(t, body); got != internal {
+		t.Errorf("POST:\n%s\nwant:\n%s", got, internal)
+	}
+
+	// From the internet, over GET too: external settings, no plain text.
+	w := fromInternet(h, httptest.NewRequest("GET", "https://autodiscover.example.com"+AutodiscoverPath+"?EMailAddress=alice%40example.com", nil))
+	if _, got := strictProtocols(t, w.Body.Bytes()); got != `POP3 mail.example.com:995 ssl=on enc=SSL login=alice@example.com spa=off auth=on
+POP3 mail.example.com:110 ssl=on enc=TLS login=alice@example.com spa=off auth=on
+SMTP mail.example.com:465 ssl=on enc=SSL login=alice@example.com spa=off auth=on
+SMTP mail.example.com:587 ssl=on enc=TLS login=alice@example.com spa=off auth=on` {
+		t.Errorf("external GET:\n%s", got)
+	}
+
+	// A foreign domain is the schema's error 600, as for a POST.
+	resp, body2 := getBody(t, c, srv.URL+AutodiscoverPath+"?EMailAddress=eve%40elsewhere.net")
+	var ad adResponse
+	decodeXML(t, []byte(body2), &ad)
+	if resp.StatusCode != 200 || ad.Response.Error == nil || ad.Response.Error.ErrorCode != 600 || len(ad.Response.Account.Protocols) != 0 {
+		t.Errorf("foreign GET: %s %+v", resp.Status, ad.Response)
+	}
+	// No address: nothing to answer, and it says how to ask.
+	if resp, body := getBody(t, c, srv.URL+AutodiscoverPath); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "EMailAddress=") {
+		t.Errorf("bare GET: %s %q", resp.Status, body)
+	}
+	req, _ := http.NewRequest("PUT", srv.URL+AutodiscoverPath, strings.NewReader("x"))
+	if resp, err := c.Do(req); err != nil || resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, HEAD, POST" {
+		t.Errorf("PUT: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+}
+
+// TestAutodiscoverHTTPRedirect is Outlook's "HTTP redirect method": an
+// unauthenticated GET on http://autodiscover.<domain>/autodiscover/
+// autodiscover.xml answered with 302 to the mail host over https, where
+// Outlook then POSTs. Both listeners are real sockets on loopback.
+func TestAutodiscoverHTTPRedirect(t *testing.T) {
+	h, b := newHandler(t)
+	tlsSrv, tlsClient := serveTLS(t, h)
+	plain := httptest.NewServer(h)
+	t.Cleanup(plain.Close)
+	c := &http.Client{Timeout: 10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	get := func(host, path string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("GET", plain.URL+path, nil)
+		if host != "" {
+			req.Host = host
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+
+	// Through a port map (the client asked for port 80, the listener is
+	// elsewhere): https is assumed mapped from 443 too.
+	resp := get("autodiscover.example.com", "/Autodiscover/Autodiscover.xml")
+	if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "https://mail.example.com/autodiscover/autodiscover.xml" {
+		t.Errorf("mapped GET: %s -> %q", resp.Status, resp.Header.Get("Location"))
+	}
+	// Straight to the listener's port: the tls_binding's port, and the
+	// query kept for clients that GET.
+	_, port, _ := strings.Cut(strings.TrimPrefix(plain.URL, "http://"), ":")
+	resp = get("autodiscover.example.com:"+port, AutodiscoverPath+"?EMailAddress=alice%40example.com")
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusFound || loc != "https://mail.example.com:8443/autodiscover/autodiscover.xml?EMailAddress=alice%40example.com" {
+		t.Errorf("direct GET: %s -> %q", resp.Status, loc)
+	}
+	// Outlook follows with its POST to the same path over TLS (here the
+	// test's TLS listener stands in for mail.example.com:8443).
+	u, err := url.Parse(loc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ad := postAutodiscover(t, tlsClient, tlsSrv.URL+u.Path, adRequest("alice@example.com", outlookResponseNS))
+	if ad.Response.Error != nil || len(ad.Response.Account.Protocols) != 4 {
+		t.Errorf("POST after the redirect: %+v", ad.Response)
+	}
+
+	// Without an https listener there is nowhere to redirect to: a GET
+	// with an address is answered on plain HTTP, one without is a 400.
+	b.cfg.HTTP.TLSBindings = nil
+	if resp := get("autodiscover.example.com", AutodiscoverPath); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("no https, bare GET: %s", resp.Status)
+	}
+	resp2, body := getBody(t, c, plain.URL+AutodiscoverPath+"?EMailAddress=alice%40example.com")
+	if _, got := strictProtocols(t, []byte(body)); resp2.StatusCode != 200 || !strings.HasPrefix(got, "POP3 mail.home.arpa:995 ssl=on enc=SSL login=alice@example.com") {
+		t.Errorf("no https, GET: %s\n%s", resp2.Status, got)
+	}
+}
