@@ -125,6 +125,29 @@ func TestWebPublishedOnListeners(t *testing.T) {
 	if code, _ := get("http://" + httpAddr + "/settings"); code != http.StatusMovedPermanently {
 		t.Errorf("plain settings page: %d, want a redirect to https", code)
 	}
+	// Outlook's redirect method on the plain listener, then its POST on
+	// the https one.
+	resp, err := c.Get("http://" + httpAddr + "/autodiscover/autodiscover.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "https://mail.example.com/autodiscover/autodiscover.xml" {
+		t.Errorf("autodiscover over http: %s -> %q", resp.Status, resp.Header.Get("Location"))
+	}
+	resp, err = c.Post("https://"+httpsAddr+"/autodiscover/autodiscover.xml", "text/xml", strings.NewReader(`<?xml version="1.0" encoding="utf-8"?>
+<Autodiscover xmlns="http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006"><Request>
+<EMailAddress>alice@example.com</EMailAddress>
+<AcceptableResponseSchema>http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a</AcceptableResponseSchema>
+</Request></Autodiscover>`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), "<Server>mail.example.com</Server>") || !strings.Contains(string(b), "<Port>465</Port>") {
+		t.Errorf("autodiscover POST over https: %s\n%s", resp.Status, b)
+	}
 }
 
 // TestSettingsPageInChromium logs in to the settings page in headless
