@@ -37,7 +37,8 @@ Usage:
   mailpost queue retry|drop ID [-config FILE] deliver now, or give up on one message
   mailpost backup FILE    [-config FILE]     a consistent hot copy of the store (- for stdout)
   mailpost mailbox list|stats [-config FILE] messages, bytes, last login per mailbox
-  mailpost import -to ADDR mbox:FILE|maildir:DIR [-config FILE]
+  mailpost import -to ADDR mbox:FILE|maildir:DIR|pop3s://USER@HOST[:PORT] [-config FILE]
+                 [-password-file F|-password-stdin] [-ca F] [-insecure-skip-verify] [-include-deleted]
   mailpost dns            [-config FILE]     the DNS records each domain needs (MX, SPF, DKIM, DMARC, SRV)
   mailpost config history [-config FILE]     the recorded config revisions
   mailpost config show REV [-config FILE]    print one recorded revision
@@ -62,6 +63,16 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	cmd, args := args[0], args[1:]
 	if cmd == "test" {
 		return cmdTest(args, stdin, stdout, stderr)
+	}
+	if cmd == "import" {
+		// Its own flags (password, CA, …): cmdImport parses them all.
+		if err := cmdImport("mailpost.hcl", args, stdin, stdout, stderr); errors.Is(err, flag.ErrHelp) {
+			return 0
+		} else if err != nil {
+			fmt.Fprintf(stderr, "mailpost import: %v\n", err)
+			return 1
+		}
+		return 0
 	}
 	if cmd == "queue" && len(args) > 0 && (args[0] == "retry" || args[0] == "drop") {
 		cmd, args = "queue "+args[0], args[1:]
@@ -89,8 +100,6 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "deliver":
 		to = fs.String("to", "", "recipient address (a mailbox or an alias)")
 	case "check", "settings", "status", "hash-password", "reload", "config history", "config show", "queue", "queue retry", "queue drop", "dns", "backup", "mailbox":
-	case "import":
-		to = fs.String("to", "", "mailbox or alias to import into")
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -112,7 +121,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		args = fs.Args()[1:]
 	}
 	wantArgs := 0
-	if cmd == "config show" || cmd == "queue retry" || cmd == "queue drop" || cmd == "backup" || cmd == "mailbox" || cmd == "import" {
+	if cmd == "config show" || cmd == "queue retry" || cmd == "queue drop" || cmd == "backup" || cmd == "mailbox" {
 		wantArgs = 1
 	}
 	if len(positional) != wantArgs {
@@ -148,8 +157,6 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdBackup(*cfgPath, positional[0], stdout, stderr)
 	case "mailbox":
 		err = cmdMailbox(*cfgPath, positional, stdout, stderr)
-	case "import":
-		err = cmdImport(*cfgPath, []string{"-to", *to, positional[0]}, stdin, stdout, stderr)
 	case "config show":
 		err = cmdConfigShow(*cfgPath, positional[0], stdout, stderr)
 	}
@@ -238,6 +245,7 @@ func cmdStatus(path string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "  %-6s %s\n", l.Proto, l.Addr)
 	}
 	server.WriteCertStatus(stdout, st.Certificates)
+	writeLastLogins(stdout, st)
 	fmt.Fprintf(stdout, "reloads          %d applied, %d unchanged, %d refused\n", st.Reloads.OK, st.Reloads.NoOp, st.Reloads.Failed)
 	if r := st.LastReload; r != nil {
 		outcome := "applied"

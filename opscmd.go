@@ -4,21 +4,24 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/mail"
+	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
-	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/term"
 
+	"mailpost/importer"
 	"mailpost/server"
 	"mailpost/storage"
 )
@@ -219,270 +222,251 @@ func humanBytes(n int64) string {
 	return fmt.Sprintf("%.1f %s", v, suffix[i])
 }
 
-// cmdImport runs `import -to ADDR mbox:FILE|maildir:DIR` (mbox:- reads
-// stdin): every message of another server's mailbox goes into ADDR, through
-// the running server when there is one, else straight into the store.
+// importUsage is the one-line summary of `mailpost import`.
+const importUsage = "want `import -to ADDR mbox:FILE|maildir:DIR|pop3s://USER@HOST[:PORT]|pop3://USER@HOST[:PORT]`"
+
+// cmdImport runs `import -to ADDR SOURCE`: every message of another
+// server's mailbox goes into ADDR, through the running server when there
+// is one, else straight into the store. SOURCE is mbox:FILE (mbox:- reads
+// stdin), maildir:DIR, or a POP3 server (see importer.ParseURL); the
+// sources live in package importer.
 //
-// Re-running an import is safe: each message is stored under the UIDL
-// "imp-" + the first 128 bits of SHA-256 over its CRLF-normalized bytes, and
-// a mailbox refuses a UIDL it already holds, so messages imported before
-// are skipped. (A content hash rather than Message-ID: Message-IDs are
-// missing or reused in real archives; identical bytes are the same message.)
-// A message imported, downloaded and deleted comes back on a re-import.
+// Re-running an import copies only what is new: a message is stored under
+// its old server's UIDL (POP3) or a hash of its content (files), the
+// target is asked which UIDLs it already has before anything is
+// downloaded, and every import is recorded in the mailbox's import ledger,
+// so a message imported, downloaded and deleted here does not come back
+// (-include-deleted brings such messages back).
 func cmdImport(path string, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("mailpost import", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.StringVar(&path, "config", path, "configuration file")
 	to := fs.String("to", "", "the mailbox (address or alias) to import into")
-	if err := fs.Parse(args); err != nil {
+	pwFile := fs.String("password-file", "", "POP3: read the password from the first line of this file")
+	pwStdin := fs.Bool("password-stdin", false, "POP3: read the password from the first line of stdin")
+	caFile := fs.String("ca", "", "POP3: also trust this CA (PEM) for the old server's certificate")
+	skipVerify := fs.Bool("insecure-skip-verify", false, "POP3: accept any certificate (self-signed old servers)")
+	inclDeleted := fs.Bool("include-deleted", false, "also copy messages imported before and deleted here since")
+	// Flags may come before or after the source.
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if *to == "" || len(positional) != 1 {
+		return errors.New(importUsage)
+	}
+	srcArg := positional[0]
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	// The target first: a wrong -to fails before any password prompt or
+	// connection to the old server.
+	t, err := openImportTarget(path, *to, !*inclDeleted, stderr)
+	if err != nil {
 		return err
 	}
-	if *to == "" || fs.NArg() != 1 {
-		return errors.New("want `import -to ADDR mbox:FILE` or `import -to ADDR maildir:DIR`")
+	defer t.close()
+	info, err := t.known(nil)
+	if err != nil {
+		return err
 	}
-	kind, src, _ := strings.Cut(fs.Arg(0), ":")
-	var each func(func(msg []byte, arrived time.Time) error) error
+
+	var src importer.Source
+	label := srcArg
+	kind, rest, _ := strings.Cut(srcArg, ":")
 	switch {
-	case kind == "mbox" && src == "-":
-		each = func(fn func([]byte, time.Time) error) error { return readMbox(stdin, fn) }
-	case kind == "mbox" && src != "":
-		each = func(fn func([]byte, time.Time) error) error {
-			f, err := os.Open(src)
+	case kind == "mbox" && rest == "-":
+		src = importer.Mbox{R: stdin}
+	case kind == "mbox" && rest != "":
+		f, err := os.Open(rest)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		src = importer.Mbox{R: f}
+	case kind == "maildir" && rest != "":
+		src = importer.Maildir{Dir: rest}
+	case kind == "pop3" || kind == "pop3s":
+		p, err := importer.ParseURL(srcArg)
+		if err != nil {
+			return err
+		}
+		label = fmt.Sprintf("%s://%s@%s", kind, p.User, p.Addr)
+		tcfg := &tls.Config{InsecureSkipVerify: *skipVerify}
+		if *skipVerify {
+			fmt.Fprintf(stderr, "warning: -insecure-skip-verify: the certificate of %s is not checked; anyone on the path can read the password and the mail\n", p.Addr)
+		}
+		if *caFile != "" {
+			pool, err := x509.SystemCertPool()
 			if err != nil {
-				return err
+				pool = x509.NewCertPool()
 			}
-			defer f.Close()
-			return readMbox(f, fn)
+			pem, err := os.ReadFile(*caFile)
+			if err != nil {
+				return fmt.Errorf("-ca: %w", err)
+			}
+			if !pool.AppendCertsFromPEM(pem) {
+				return fmt.Errorf("-ca %s: no PEM certificate in it", *caFile)
+			}
+			tcfg.RootCAs = pool
 		}
-	case kind == "maildir" && src != "":
-		each = func(fn func([]byte, time.Time) error) error { return readMaildir(src, fn) }
+		p.TLS = tcfg
+		p.Dialer = &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+		p.Log = stderr
+		// The target's size limit: nothing larger than its whole quota
+		// can ever fit, and nothing above 1 GiB is fetched at all.
+		p.MaxSize = importer.DefaultMaxSize
+		if info.Quota > 0 && info.Quota < p.MaxSize {
+			p.MaxSize = info.Quota
+		}
+		if p.Password, err = importPassword(*pwFile, *pwStdin, p.User+"@"+p.Host, stdin, stderr); err != nil {
+			return err
+		}
+		src = &p
 	default:
-		return fmt.Errorf("the source %q is neither mbox:FILE nor maildir:DIR", fs.Arg(0))
+		return fmt.Errorf("the source %q is neither mbox:FILE, maildir:DIR nor pop3s://USER@HOST (%s)", srcArg, importUsage)
 	}
 
-	var (
-		put   func(uidl string, arrived time.Time, msg []byte) (string, error)
-		where string
-	)
-	c := server.NewClient(peekDataDir(path))
-	if c.Running() {
-		where = "through the running server"
-		put = func(uidl string, arrived time.Time, msg []byte) (string, error) {
-			res, err := c.Import(*to, uidl, arrived, bytes.NewReader(msg))
-			return res.Mailbox, err
-		}
-	} else {
-		cfg, err := loadConfig(path, stderr)
-		if err != nil {
-			return err
-		}
-		st, err := openStore(cfg)
-		if err != nil {
-			return err
-		}
-		defer st.Close()
-		where = "into " + st.Path()
-		put = func(uidl string, arrived time.Time, msg []byte) (string, error) {
-			_, mb, err := server.Import(cfg, st, *to, uidl, arrived, bytes.NewReader(msg))
-			return mb, err
-		}
-	}
-
-	var imported, skipped int
+	var imported, dup int
 	var octets int64
-	mailbox := *to
-	err := each(func(msg []byte, arrived time.Time) error {
-		if arrived.IsZero() {
-			arrived = headerDate(msg)
+	mailbox := info.Mailbox
+	st, err := src.Each(ctx, func(uidls []string) (map[string]bool, error) {
+		res, err := t.known(uidls)
+		if err != nil {
+			return nil, fmt.Errorf("asking the mailbox which messages it has: %w", err)
 		}
-		mb, err := put(importUIDL(msg), arrived, msg)
+		m := make(map[string]bool, len(res.Known))
+		for _, u := range res.Known {
+			m[u] = true
+		}
+		return m, nil
+	}, func(m importer.Message) error {
+		mb, err := t.put(m.UIDL, m.Arrived, m.Data)
 		if mb != "" {
 			mailbox = mb
 		}
 		switch {
 		case errors.Is(err, server.ErrAlreadyImported):
-			skipped++
+			// Twice in the same source, or stored by another run meanwhile.
+			dup++
 			return nil
 		case err != nil:
-			return fmt.Errorf("message %d: %w", imported+skipped+1, err)
+			return fmt.Errorf("message %s: %w", m.UIDL, err)
 		}
 		imported++
-		octets += int64(len(msg))
+		octets += int64(len(m.Data))
+		if imported%importProgressEvery == 0 {
+			fmt.Fprintf(stderr, "… %d message(s) imported (%s)\n", imported, humanBytes(octets))
+		}
 		return nil
 	})
-	fmt.Fprintf(stdout, "import into %s %s: %d message(s) imported (%s), %d already there\n",
-		mailbox, where, imported, humanBytes(octets), skipped)
+	fmt.Fprintf(stdout, "import into %s %s: %d message(s) imported (%s), %d already there", mailbox, t.where, imported, humanBytes(octets), st.Known+dup)
+	if st.TooLarge > 0 {
+		fmt.Fprintf(stdout, ", %d too large (skipped)", st.TooLarge)
+	}
+	fmt.Fprintf(stdout, "; source %s holds %d\n", label, st.Seen)
 	if err != nil {
-		return fmt.Errorf("stopped: %w (running the same import again skips what is already in)", err)
+		return fmt.Errorf("stopped: %w (running the same import again copies only what is not in yet)", err)
+	}
+	if st.TooLarge > 0 {
+		return fmt.Errorf("%d message(s) larger than the limit were not imported", st.TooLarge)
 	}
 	return nil
 }
 
-// importUIDL names a message by its content (see cmdImport): 36 printable
-// characters, well inside RFC 1939 §7's 70, and never this store's own
-// generated "xxxxxxxx.N" form.
-func importUIDL(msg []byte) string {
-	sum := sha256.Sum256(msg)
-	return "imp-" + hex.EncodeToString(sum[:16])
+// importProgressEvery is how often (in messages stored) an import reports
+// progress on stderr.
+const importProgressEvery = 100
+
+// importTarget is where an import stores: the running server over its
+// control socket, or the store file when no server runs.
+type importTarget struct {
+	where string
+	known func(uidls []string) (server.KnownResult, error)
+	put   func(uidl string, arrived time.Time, msg []byte) (string, error)
+	close func()
 }
 
-// headerDate is the message's Date header, or zero.
-func headerDate(msg []byte) time.Time {
-	m, err := mail.ReadMessage(bytes.NewReader(msg))
+// knownQueryMax is the most UIDLs sent in one query (the control socket
+// takes up to 1 MiB of them).
+const knownQueryMax = 5000
+
+func openImportTarget(path, to string, withLedger bool, stderr io.Writer) (*importTarget, error) {
+	c := server.NewClient(peekDataDir(path))
+	if c.Running() {
+		return &importTarget{
+			where: "through the running server",
+			known: func(uidls []string) (server.KnownResult, error) {
+				var all server.KnownResult
+				// At least one query, also for none: it resolves the mailbox.
+				for first := true; first || len(uidls) > 0; first = false {
+					batch := uidls[:min(len(uidls), knownQueryMax)]
+					uidls = uidls[len(batch):]
+					res, err := c.KnownUIDLs(to, batch, withLedger)
+					if err != nil {
+						return res, err
+					}
+					res.Known = append(all.Known, res.Known...)
+					all = res
+				}
+				return all, nil
+			},
+			put: func(uidl string, arrived time.Time, msg []byte) (string, error) {
+				res, err := c.Import(to, uidl, arrived, bytes.NewReader(msg))
+				return res.Mailbox, err
+			},
+			close: func() {},
+		}, nil
+	}
+	cfg, err := loadConfig(path, stderr)
 	if err != nil {
-		return time.Time{}
+		return nil, err
 	}
-	t, err := m.Header.Date()
+	st, err := openStore(cfg)
 	if err != nil {
-		return time.Time{}
+		return nil, err
 	}
-	return t
+	return &importTarget{
+		where: "into " + st.Path(),
+		known: func(uidls []string) (server.KnownResult, error) {
+			return server.KnownUIDLs(cfg, st, to, uidls, withLedger)
+		},
+		put: func(uidl string, arrived time.Time, msg []byte) (string, error) {
+			_, mb, err := server.Import(cfg, st, to, uidl, arrived, bytes.NewReader(msg))
+			return mb, err
+		},
+		close: func() { st.Close() },
+	}, nil
 }
 
-// readMbox calls fn for every message of an mbox file, normalized to CRLF.
-//
-// A message starts at a "From " line at the start of the file or after an
-// empty line (the blank-line rule keeps an unquoted "From " inside a body
-// from splitting it, which sloppy mboxo writers leave behind); the empty
-// line before it belongs to the separator, not the message. Body lines
-// ">From ", ">>From ", … lose one ">" (mboxrd, RFC 4155 appendix A). For
-// mboxo files that is the same for ">From ", and only a body line that
-// really began ">From " comes out one ">" short.
-func readMbox(r io.Reader, fn func(msg []byte, arrived time.Time) error) error {
-	br := bufio.NewReaderSize(r, 64<<10)
-	var (
-		cur       bytes.Buffer
-		started   bool
-		prevBlank = true // the start of the file counts as after an empty line
-		arrived   time.Time
-		lineNo    int
-	)
-	flush := func() error {
-		if !started {
-			return nil
+// importPassword reads the old server's password: from a file, from stdin
+// when asked to, else from the terminal without echo. It is never printed.
+func importPassword(file string, fromStdin bool, who string, stdin io.Reader, stderr io.Writer) (string, error) {
+	switch {
+	case file != "" && fromStdin:
+		return "", errors.New("give -password-file or -password-stdin, not both")
+	case file != "":
+		return readSecret(file, "", stdin, stderr)
+	case fromStdin:
+		line, err := bufio.NewReader(stdin).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return "", fmt.Errorf("-password-stdin: %w", err)
 		}
-		msg := cur.Bytes()
-		// The empty line that separated this message from the next (or
-		// that writers put after the last one) is mbox framing.
-		// Every line was written with its CRLF, so that is one CRLF.
-		if bytes.HasSuffix(msg, []byte("\r\n\r\n")) {
-			msg = msg[:len(msg)-2]
+		if pw := strings.TrimRight(line, "\r\n"); pw != "" {
+			return pw, nil
 		}
-		out := append([]byte(nil), msg...)
-		cur.Reset()
-		if len(out) == 0 { // "From " lines back to back: nothing to import
-			return nil
-		}
-		return fn(out, arrived)
+		return "", errors.New("-password-stdin: empty password")
 	}
-	for {
-		line, err := br.ReadBytes('\n')
-		if len(line) == 0 && err != nil {
-			if errors.Is(err, io.EOF) {
-				return flush()
-			}
-			return err
-		}
-		lineNo++
-		line = bytes.TrimRight(line, "\r\n")
-		if prevBlank && bytes.HasPrefix(line, []byte("From ")) {
-			if err := flush(); err != nil {
-				return err
-			}
-			started = true
-			arrived = fromLineDate(string(line))
-			prevBlank = false
-			continue
-		}
-		if !started {
-			if len(line) == 0 {
-				continue
-			}
-			return fmt.Errorf("not an mbox file: line %d comes before any \"From \" line", lineNo)
-		}
-		if q := bytes.TrimLeft(line, ">"); len(q) < len(line) && bytes.HasPrefix(q, []byte("From ")) {
-			line = line[1:]
-		}
-		cur.Write(line)
-		cur.WriteString("\r\n")
-		prevBlank = len(line) == 0
+	if f, ok := stdin.(*os.File); !ok || !term.IsTerminal(int(f.Fd())) {
+		return "", errors.New("no password: stdin is not a terminal, so give -password-file FILE or -password-stdin")
 	}
-}
-
-// fromLineDate reads the date of an mbox "From sender date" line, which is
-// asctime() in the writer's local time, sometimes with a zone after it.
-func fromLineDate(line string) time.Time {
-	f := strings.Fields(line)
-	if len(f) < 3 {
-		return time.Time{}
-	}
-	rest := strings.Join(f[2:], " ")
-	for _, layout := range []string{"Mon Jan 2 15:04:05 2006", "Mon Jan 2 15:04:05 2006 -0700", "Mon Jan 2 15:04:05 -0700 2006", "Mon Jan 2 15:04:05 MST 2006"} {
-		if t, err := time.ParseInLocation(layout, rest, time.Local); err == nil {
-			return t
-		}
-	}
-	return time.Time{}
-}
-
-// readMaildir calls fn for every message in DIR/cur and DIR/new (tmp holds
-// deliveries in progress), in file-name order, which for the usual
-// "<unix time>.<unique>" names is arrival order. A file's modification time
-// is its arrival time, as in Dovecot. Maildir++ subfolders (.Sent, …) are
-// not imported: POP3 only ever sees the inbox.
-func readMaildir(dir string, fn func(msg []byte, arrived time.Time) error) error {
-	type entry struct {
-		path, name string
-		mtime      time.Time
-	}
-	var all []entry
-	found := false
-	for _, sub := range []string{"cur", "new"} {
-		ents, err := os.ReadDir(filepath.Join(dir, sub))
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		} else if err != nil {
-			return err
-		}
-		found = true
-		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), ".") || !e.Type().IsRegular() {
-				continue
-			}
-			info, err := e.Info()
-			if err != nil {
-				return err
-			}
-			all = append(all, entry{filepath.Join(dir, sub, e.Name()), e.Name(), info.ModTime()})
-		}
-	}
-	if !found {
-		return fmt.Errorf("%s is not a Maildir (no cur/ or new/)", dir)
-	}
-	sort.Slice(all, func(i, j int) bool { return all[i].name < all[j].name })
-	for _, e := range all {
-		b, err := os.ReadFile(e.path)
-		if err != nil {
-			return err
-		}
-		if err := fn(crlf(b), e.mtime); err != nil {
-			return fmt.Errorf("%s: %w", e.path, err)
-		}
-	}
-	return nil
-}
-
-// crlf turns every line ending (LF or CRLF) into CRLF and ends the last
-// line, so a message hashes the same whichever way it was stored.
-func crlf(b []byte) []byte {
-	if len(b) == 0 {
-		return b
-	}
-	out := make([]byte, 0, len(b)+len(b)/32)
-	for len(b) > 0 {
-		line, rest, _ := bytes.Cut(b, []byte("\n"))
-		out = append(out, bytes.TrimSuffix(line, []byte("\r"))...)
-		out = append(out, '\r', '\n')
-		b = rest
-	}
-	return out
+	return readSecret("", "Password for "+who+": ", stdin, stderr)
 }

@@ -56,6 +56,7 @@ func startControl(s *Server, path string) (*controlServer, error) {
 	mux.HandleFunc("GET /v1/backup", s.handleBackup)
 	mux.HandleFunc("GET /v1/mailboxes", s.handleMailboxes)
 	mux.HandleFunc("POST /v1/import", s.handleImport)
+	mux.HandleFunc("POST /v1/import/known", s.handleKnownUIDLs)
 	c := &controlServer{path: path, done: make(chan struct{}),
 		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
 	go func() {

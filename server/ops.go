@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -100,11 +101,71 @@ func Import(cfg *config.Config, st *storage.Store, addr, uidl string, arrived ti
 	if mb == nil {
 		return storage.MessageInfo{}, "", fmt.Errorf("%s: %w", addr, ErrNoSuchRecipient)
 	}
-	info, err := st.Deliver(mb.Address, r, storage.DeliverOptions{Quota: mb.Quota, UIDL: uidl, Arrived: arrived})
+	// Imported: the UIDL also goes into the mailbox's import ledger, so a
+	// re-run does not bring the message back after a client deletes it.
+	info, err := st.Deliver(mb.Address, r, storage.DeliverOptions{Quota: mb.Quota, UIDL: uidl, Arrived: arrived, Imported: true})
 	if errors.Is(err, storage.ErrDuplicateUIDL) {
 		return info, mb.Address, fmt.Errorf("%s in %s: %w", uidl, mb.Address, ErrAlreadyImported)
 	}
 	return info, mb.Address, err
+}
+
+// KnownResult answers "which of these UIDLs does the mailbox have": the
+// mailbox the address names, its quota and usage (the import's size
+// limit), and the UIDLs it holds or, with the ledger, was ever given by
+// an import.
+type KnownResult struct {
+	Mailbox string   `json:"mailbox"`
+	Quota   int64    `json:"quota"` // 0 = unlimited
+	Bytes   int64    `json:"bytes"`
+	Known   []string `json:"known"`
+}
+
+// maxKnownQuery bounds one UIDL query: 10,000 UIDLs of at most 70
+// characters, JSON-quoted, fit well inside.
+const maxKnownQuery = 1 << 20
+
+// KnownUIDLs resolves addr and asks the store which of uidls it knows.
+func KnownUIDLs(cfg *config.Config, st *storage.Store, addr string, uidls []string, withLedger bool) (KnownResult, error) {
+	mb := cfg.Mailbox(addr)
+	if mb == nil {
+		return KnownResult{}, fmt.Errorf("%s: %w", addr, ErrNoSuchRecipient)
+	}
+	known, err := st.KnownUIDLs(mb.Address, uidls, withLedger)
+	if err != nil {
+		return KnownResult{}, err
+	}
+	_, used, err := st.Usage(mb.Address)
+	if err != nil {
+		return KnownResult{}, err
+	}
+	res := KnownResult{Mailbox: mb.Address, Quota: mb.Quota, Bytes: used, Known: make([]string, 0, len(known))}
+	for _, u := range uidls {
+		if known[u] {
+			res.Known = append(res.Known, u)
+			delete(known, u) // each once, in the caller's order
+		}
+	}
+	return res, nil
+}
+
+func (s *Server) handleKnownUIDLs(w http.ResponseWriter, r *http.Request) {
+	var uidls []string
+	if err := json.NewDecoder(io.LimitReader(r.Body, maxKnownQuery)).Decode(&uidls); err != nil {
+		http.Error(w, "want a JSON list of UIDLs (at most 1 MiB): "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	q := r.URL.Query()
+	res, err := KnownUIDLs(s.cur.Load().cfg, s.store, q.Get("to"), uidls, q.Get("ledger") != "0")
+	if err != nil {
+		code := http.StatusInternalServerError
+		if errors.Is(err, ErrNoSuchRecipient) {
+			code = http.StatusNotFound
+		}
+		http.Error(w, err.Error(), code)
+		return
+	}
+	writeJSON(w, res)
 }
 
 func (s *Server) handleImport(w http.ResponseWriter, r *http.Request) {
@@ -217,4 +278,39 @@ func (c *Client) Import(to, uidl string, arrived time.Time, msg io.Reader) (Deli
 		return res, fmt.Errorf("%s: %w", to, storage.ErrQuotaExceeded)
 	}
 	return res, fmt.Errorf("server refused: %s", body)
+}
+
+// KnownUIDLs asks the running server which of uidls the mailbox to holds
+// (and, withLedger, was ever given by an import). Callers keep each query
+// under 10,000 UIDLs.
+func (c *Client) KnownUIDLs(to string, uidls []string, withLedger bool) (KnownResult, error) {
+	var res KnownResult
+	body, err := json.Marshal(uidls)
+	if err != nil {
+		return res, err
+	}
+	q := url.Values{"to": {to}, "ledger": {"1"}}
+	if !withLedger {
+		q.Set("ledger", "0")
+	}
+	req, err := http.NewRequest("POST", "http://mailpost/v1/import/known?"+q.Encode(), bytes.NewReader(body))
+	if err != nil {
+		return res, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return res, err
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(io.LimitReader(resp.Body, 2*maxKnownQuery))
+	if err != nil {
+		return res, err
+	}
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return res, json.Unmarshal(out, &res)
+	case http.StatusNotFound:
+		return res, fmt.Errorf("%s: %w", to, ErrNoSuchRecipient)
+	}
+	return res, fmt.Errorf("server refused the UIDL query: %s", bytes.TrimSpace(out))
 }

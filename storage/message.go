@@ -26,6 +26,10 @@ type DeliverOptions struct {
 	MaxSize int64     // 0 = unlimited; ErrTooLarge when the normalized message is larger
 	UIDL    string    // optional explicit UIDL (kept by imports)
 	Arrived time.Time // optional; zero = now
+	// Imported records UIDL in the mailbox's import ledger in the same
+	// transaction (see uidl.go), so a re-run of the import skips it even
+	// after it is deleted here.
+	Imported bool
 }
 
 // index record: version(1) size(8) arrived(12) uidl(rest)
@@ -196,6 +200,11 @@ func (s *Store) addIndex(tx *bolt.Tx, name string, size int64, o DeliverOptions,
 	}
 	if err := putUsage(m.b, count+1, used+uint64(size)); err != nil {
 		return m, MessageInfo{}, err
+	}
+	if o.Imported {
+		if err := recordImported(m.b, info.UIDL, now); err != nil {
+			return m, MessageInfo{}, err
+		}
 	}
 	return m, info, nil
 }
