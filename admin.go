@@ -132,3 +132,24 @@ func cmdQueue(path string, stdout, stderr io.Writer) error {
 		return show(q)
 	})
 }
+
+// writeLastLogins prints status's most recent logins across mailboxes,
+// newest first: who, when, from where, over what.
+func writeLastLogins(w io.Writer, st server.Status) {
+	switch {
+	case st.LastLoginsError != "":
+		fmt.Fprintf(w, "last logins      unavailable: %s\n", st.LastLoginsError)
+		return
+	case len(st.LastLogins) == 0:
+		fmt.Fprintln(w, "last logins      none recorded")
+		return
+	}
+	fmt.Fprintln(w, "last logins      (newest first, one per mailbox)")
+	mw, iw := 0, 0
+	for _, l := range st.LastLogins {
+		mw, iw = max(mw, len(l.Mailbox)), max(iw, len(l.IP))
+	}
+	for _, l := range st.LastLogins {
+		fmt.Fprintf(w, "  %-*s  %-25s  %-*s  %s\n", mw, l.Mailbox, l.Time.Local().Format(time.RFC3339), iw, l.IP, l.Proto)
+	}
+}

@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"runtime/metrics"
+	"slices"
 	"strconv"
 	"time"
 
@@ -118,6 +120,41 @@ type Status struct {
 	POP3Sessions   int            `json:"pop3_sessions"`
 	SMTPSessions   int            `json:"smtp_sessions"`
 	Memory         MemStats       `json:"memory"`
+	// LastLogins are the most recent logins across mailboxes, newest
+	// first, one per mailbox (its last), at most statusLogins.
+	LastLogins      []RecentLogin `json:"last_logins"`
+	LastLoginsError string        `json:"last_logins_error,omitempty"`
+}
+
+// RecentLogin is a mailbox's last login: when, from which address, over
+// which protocol.
+type RecentLogin struct {
+	Mailbox string `json:"mailbox"`
+	storage.Login
+}
+
+// statusLogins is how many logins status shows: enough to spot a stranger
+// at a glance; `mailpost mailbox stats` has them all.
+const statusLogins = 10
+
+// recentLogins reads every mailbox's last login (usage counters and login
+// records only, no message) and keeps the newest n.
+func recentLogins(st *storage.Store, n int) ([]RecentLogin, error) {
+	stats, err := st.MailboxStats()
+	if err != nil {
+		return nil, fmt.Errorf("reading last logins: %w", err)
+	}
+	out := []RecentLogin{}
+	for _, m := range stats {
+		if m.LastLogin != nil {
+			out = append(out, RecentLogin{Mailbox: m.Mailbox, Login: *m.LastLogin})
+		}
+	}
+	slices.SortStableFunc(out, func(a, b RecentLogin) int { return b.Time.Compare(a.Time) })
+	if len(out) > n {
+		out = out[:n]
+	}
+	return out, nil
 }
 
 // MemStats is the Go runtime's view of the process's memory, in bytes:
@@ -156,7 +193,7 @@ func (s *Server) Status() Status {
 	s.statusMu.Lock()
 	degraded := s.degraded
 	s.statusMu.Unlock()
-	return Status{
+	st := Status{
 		Hostname:       rt.cfg.Hostname,
 		Started:        s.started,
 		ConfigFile:     s.cfgPath,
@@ -171,6 +208,14 @@ func (s *Server) Status() Status {
 		SMTPSessions:   s.subm.Stats().Sessions + s.inbound.Stats().Sessions,
 		Memory:         readMemStats(),
 	}
+	var err error
+	if st.LastLogins, err = recentLogins(s.store, statusLogins); err != nil {
+		// Status still answers: the rest of it is what an operator
+		// needs when the store misbehaves.
+		s.log.Warn("status", slog.Any("err", err))
+		st.LastLoginsError = err.Error()
+	}
+	return st
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
