@@ -165,7 +165,11 @@ func (p *POP3) copy(ctx context.Context, c *popClient, known Known, put func(Mes
 	// hash after download (RFC 1939 §7 requires both properties, and the
 	// store refuses anything else).
 	seen := make(map[string]int, len(uidls))
-	for n, u := range uidls {
+	for n := 1; n <= count; n++ { // in order: the first of a repeated UIDL keeps it
+		u, ok := uidls[n]
+		if !ok {
+			continue
+		}
 		switch first, dup := seen[u]; {
 		case !ValidUIDL(u):
 			p.logf("warning: message %d has an invalid UIDL %q; naming it by its content instead", n, clip(u))
