@@ -346,7 +346,7 @@ func TestPOP3CopiesWithOldUIDLs(t *testing.T) {
 	want := []struct{ uidl, data string }{
 		{"00000001abc", msgPlain},
 		{"00000002abc", "Subject: dots\r\n\r\n.leading dot\r\n.\r\n..two\r\nfa\xc3\xa7ade\r\n"},
-		{ContentUIDL([]byte(msgRcvd)), msgRcvd}, // "has space?" is not a valid UIDL
+		{ContentUIDL([]byte(msgRcvd)), msgRcvd},                                           // "has space?" is not a valid UIDL
 		{ContentUIDL([]byte("Subject: four\r\n\r\nx\r\n")), "Subject: four\r\n\r\nx\r\n"}, // a repeated UIDL
 	}
 	for i, w := range want {
