@@ -275,6 +275,11 @@ func (s *session) login(user, pass string) error {
 	s.state = stateTrans
 	n, size := s.count()
 	s.log = s.log.With("user", user)
+	// A backend may log in scoped credentials (device passwords): name
+	// the device on this and every later line of the session.
+	if d, ok := drop.(interface{ Device() string }); ok && d.Device() != "" {
+		s.log = s.log.With("device", d.Device())
+	}
 	s.log.Info("pop3 login", "tls", s.info.TLS, "messages", n)
 	s.replyf("+OK maildrop has %d messages (%d octets)", n, size)
 	return nil

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"time"
 
 	"mailpost/config"
 	"mailpost/pop3"
@@ -52,7 +51,9 @@ func (b pop3Backend) Login(ctx context.Context, ci pop3.ConnInfo, username, pass
 	for i, m := range list {
 		md.infos[i] = pop3.MessageInfo{Size: m.Size, UIDL: m.UIDL}
 	}
-	s.store.RecordLogin(addr, ip.String(), "pop3", time.Now()) // memory only; written within a second
+	// After the listing: a notice this login triggers is not part of its
+	// session (RFC 1939 §3: the maildrop is the one seen at login).
+	s.loggedIn(cred, ip, config.ProtoPOP3)
 	return md, nil
 }
 
@@ -70,6 +71,10 @@ type maildrop struct {
 }
 
 func (m *maildrop) Messages() []pop3.MessageInfo { return m.infos }
+
+// Device names the device that logged in ("" for the main password), for
+// the POP3 session's log lines.
+func (m *maildrop) Device() string { return m.device }
 
 func (m *maildrop) Open(i int) (io.ReadCloser, error) {
 	return m.store.OpenMessage(m.mailbox, m.list[i].ID)

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/netip"
 	"strings"
-	"time"
 
 	"mailpost/config"
 	"mailpost/smtpauth"
@@ -36,7 +35,7 @@ func (b smtpBackend) Login(ctx context.Context, ci smtpauth.ConnInfo, username, 
 		return nil, err
 	}
 	mb := cred.mb
-	b.s.store.RecordLogin(mb.Address, ip.String(), "submission", time.Now())
+	b.s.loggedIn(cred, ip, config.ProtoSubmission)
 	return &smtpauth.Account{Name: mb.Address, SendAs: mb.SendAs, Device: cred.deviceName(),
 		Credential: smtpCredential{hash: cred.hash(), remote: ip}}, nil
 }

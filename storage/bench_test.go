@@ -176,7 +176,7 @@ func BenchmarkRecordLoginParallel(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0
 		for pb.Next() {
-			s.RecordLogin(names[i%len(names)], "192.0.2.1", "pop3", time.Now())
+			s.RecordLogin(LoginEvent{Mailbox: names[i%len(names)], Login: Login{IP: "192.0.2.1", Proto: "pop3", Time: time.Now()}})
 			i++
 		}
 	})

@@ -122,10 +122,10 @@ func TestRecordLoginAndStats(t *testing.T) {
 	deliver(t, s, "alice@example.com", "Subject: 1\r\n\r\none\r\n")
 	deliver(t, s, "alice@example.com", "Subject: 2\r\n\r\ntwo\r\n")
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 5, time.UTC)
-	s.RecordLogin("alice@example.com", "192.0.2.7", "pop3", t0)
-	s.RecordLogin("carol@example.com", "2001:db8::1", "submission", t0)
+	s.RecordLogin(LoginEvent{Mailbox: "alice@example.com", Login: Login{IP: "192.0.2.7", Proto: "pop3", Time: t0}})
+	s.RecordLogin(LoginEvent{Mailbox: "carol@example.com", Login: Login{IP: "2001:db8::1", Proto: "submission", Time: t0}})
 	// An older login arriving late does not win.
-	s.RecordLogin("alice@example.com", "192.0.2.99", "pop3", t0.Add(-time.Hour))
+	s.RecordLogin(LoginEvent{Mailbox: "alice@example.com", Login: Login{IP: "192.0.2.99", Proto: "pop3", Time: t0.Add(-time.Hour)}})
 
 	check := func(st []MailboxStats, when string) {
 		t.Helper()
@@ -153,7 +153,7 @@ func TestRecordLoginAndStats(t *testing.T) {
 	if err := s.FlushLogins(); err != nil {
 		t.Fatal(err)
 	}
-	s.RecordLogin("alice@example.com", "192.0.2.99", "pop3", t0.Add(-time.Hour))
+	s.RecordLogin(LoginEvent{Mailbox: "alice@example.com", Login: Login{IP: "192.0.2.99", Proto: "pop3", Time: t0.Add(-time.Hour)}})
 	if err := s.FlushLogins(); err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +161,7 @@ func TestRecordLoginAndStats(t *testing.T) {
 	check(st, "flushed")
 	// A login recorded just before Close survives it.
 	t1 := t0.Add(time.Minute)
-	s.RecordLogin("alice@example.com", "192.0.2.8", "pop3", t1)
+	s.RecordLogin(LoginEvent{Mailbox: "alice@example.com", Login: Login{IP: "192.0.2.8", Proto: "pop3", Time: t1}})
 	s = reopen(t, s)
 	st, _ = s.MailboxStats()
 	if len(st) != 2 || st[0].LastLogin == nil || !st[0].LastLogin.Time.Equal(t1) || st[0].LastLogin.IP != "192.0.2.8" {
@@ -172,7 +172,7 @@ func TestRecordLoginAndStats(t *testing.T) {
 // The timer flushes by itself, without Close.
 func TestRecordLoginFlushesInBackground(t *testing.T) {
 	s := openTest(t)
-	s.RecordLogin("alice@example.com", "127.0.0.1", "pop3", time.Now())
+	s.RecordLogin(LoginEvent{Mailbox: "alice@example.com", Login: Login{IP: "127.0.0.1", Proto: "pop3", Time: time.Now()}})
 	deadline := time.Now().Add(10 * loginFlushDelay)
 	for {
 		var stored bool
