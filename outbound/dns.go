@@ -130,7 +130,10 @@ func writeClientSetupRecords(p func(string, ...any), cfg *config.Config, d strin
 	}
 	p("autodiscover.%s.\t3600\tIN\tCNAME\t%s", d, host)
 	if cfg.CertificateFor("autodiscover."+d) == nil {
-		p("; no certificate covers autodiscover.%s: Outlook warns when it tries https://autodiscover.%s; add the name to a certificate, or leave the CNAME out and let the http redirect and the SRV record below lead to %s", d, d, cfg.Hostname)
+		// Outlook's second try is https://autodiscover.<domain>; the
+		// redirect it tries next needs the same name, so dropping the
+		// CNAME leaves only the SRV record.
+		p("; no certificate covers autodiscover.%s: Outlook warns when it tries https://autodiscover.%s; add the name to a certificate (for acme, to its domains), or leave the CNAME out and Outlook finds %s through the SRV record below", d, d, cfg.Hostname)
 	}
 	if bound != port {
 		p("; https listens on port %d: this assumes a port map from %d to it; write %d below if clients reach it directly", bound, port, bound)
