@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -299,7 +300,7 @@ func cmdImport(path string, args []string, stdin io.Reader, stdout, stderr io.Wr
 		if err != nil {
 			return err
 		}
-		label = fmt.Sprintf("%s://%s@%s", kind, p.User, p.Addr)
+		label = (&url.URL{Scheme: kind, User: url.User(p.User), Host: p.Addr}).String()
 		tcfg := &tls.Config{InsecureSkipVerify: *skipVerify}
 		if *skipVerify {
 			fmt.Fprintf(stderr, "warning: -insecure-skip-verify: the certificate of %s is not checked; anyone on the path can read the password and the mail\n", p.Addr)

@@ -7,7 +7,8 @@
 #
 #   995 -> 10995   POP3 over TLS          110 -> 10110   POP3 + STLS
 #   465 -> 10465   submission over TLS    587 -> 10587   submission + STARTTLS
-#    25 -> 10025   inbound MX              80 -> 8080    HTTP (ACME http-01, autoconfig)
+#    25 -> 10025   inbound MX              80 -> 8080    HTTP (ACME http-01, autoconfig, redirects)
+#                                         443 -> 8443    HTTPS (autodiscover, settings page, tls-alpn-01)
 #
 # Clients only ever see the outside ports, so external_connection_settings
 # name those (995, 465, ...), not the ones bound here.
@@ -35,6 +36,13 @@ submission {
 
 inbound {
   bindings = ["0.0.0.0:10025", "[::]:10025"]
+}
+
+# Client setup (Thunderbird autoconfig, Outlook autodiscover, the Apple
+# profile), the settings page, and ACME challenges if a certificate uses acme.
+http {
+  bindings     = ["0.0.0.0:8080", "[::]:8080"]
+  tls_bindings = ["0.0.0.0:8443", "[::]:8443"]
 }
 
 # Metrics for a scraper in the same network namespace only (compose service
