@@ -44,6 +44,7 @@ Usage:
   mailpost config show REV [-config FILE]    print one recorded revision
   mailpost deliver -to ADDR [-config FILE] < message
   mailpost hash-password                     read a password (no echo, or stdin), print its hash
+  mailpost hash-password -random             a new random password (for a device) and its hash
   mailpost test roundtrip -user ADDR [-config FILE] [-password-file F] [-strict] [-host H]
                                              send to yourself, read it back over POP3, step by step
 
@@ -92,6 +93,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		logLevel  = new(string)
 		logFormat = new(string)
 		to        = new(string)
+		random    = new(bool)
 	)
 	switch cmd {
 	case "serve":
@@ -99,7 +101,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		logFormat = fs.String("log-format", "text", "text (key=value) or json (one object per line)")
 	case "deliver":
 		to = fs.String("to", "", "recipient address (a mailbox or an alias)")
-	case "check", "settings", "status", "hash-password", "reload", "config history", "config show", "queue", "queue retry", "queue drop", "dns", "backup", "mailbox":
+	case "hash-password":
+		random = fs.Bool("random", false, "generate a strong random password (for a device) and print it with its hash")
+	case "check", "settings", "status", "reload", "config history", "config show", "queue", "queue retry", "queue drop", "dns", "backup", "mailbox":
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -142,7 +146,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "deliver":
 		err = cmdDeliver(*cfgPath, *to, stdin, stdout, stderr)
 	case "hash-password":
-		err = cmdHashPassword(stdin, stdout, stderr)
+		if *random {
+			err = cmdRandomPassword(stdout)
+		} else {
+			err = cmdHashPassword(stdin, stdout, stderr)
+		}
 	case "reload":
 		return cmdReload(*cfgPath, stdout, stderr)
 	case "config history":

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"time"
 
@@ -41,15 +42,71 @@ func (s *Server) handleBackup(w http.ResponseWriter, r *http.Request) {
 // MailboxReport is one mailbox as `mailpost mailbox list|stats` shows it:
 // its configuration (if it is still configured) and what the store holds.
 type MailboxReport struct {
-	Address    string         `json:"address"`
-	Configured bool           `json:"configured"` // false: mail left in the store by a removed mailbox
-	POP3       bool           `json:"pop3"`
-	Submission bool           `json:"submission"`
-	Aliases    []string       `json:"aliases,omitempty"`
-	Quota      int64          `json:"quota"` // 0 = unlimited
-	Messages   int            `json:"messages"`
-	Bytes      int64          `json:"bytes"`
-	LastLogin  *storage.Login `json:"last_login,omitempty"`
+	Address    string   `json:"address"`
+	Configured bool     `json:"configured"` // false: mail left in the store by a removed mailbox
+	POP3       bool     `json:"pop3"`
+	Submission bool     `json:"submission"`
+	Aliases    []string `json:"aliases,omitempty"`
+	Quota      int64    `json:"quota"` // 0 = unlimited
+	Messages   int      `json:"messages"`
+	Bytes      int64    `json:"bytes"`
+	// LastLogin is the newest login with any of the mailbox's passwords;
+	// its device field names a device password.
+	LastLogin *storage.Login `json:"last_login,omitempty"`
+	// MainLogin is the last login with the main password.
+	MainLogin *storage.Login `json:"main_login,omitempty"`
+	// Devices are the configured device passwords in file order, then
+	// devices the store has a last use for but the file no longer names
+	// (Removed), by name: the record stays until the mailbox is gone, so
+	// an operator can see when a withdrawn device was last used.
+	Devices []DeviceReport `json:"devices,omitempty"`
+}
+
+// DeviceReport is one device password of a mailbox and its last use.
+type DeviceReport struct {
+	Name    string         `json:"name"`
+	Removed bool           `json:"removed,omitempty"` // in the store, no longer in the file
+	Allow   []string       `json:"allow,omitempty"`
+	From    []string       `json:"from,omitempty"`    // empty: any network
+	Expires *time.Time     `json:"expires,omitempty"` // the first instant it no longer works
+	Expired bool           `json:"expired,omitempty"`
+	LastUse *storage.Login `json:"last_use,omitempty"`
+}
+
+// deviceReports joins a mailbox's configured devices (mb nil: none) with
+// the last uses the store has.
+func deviceReports(mb *config.Mailbox, used map[string]storage.Login, now time.Time) []DeviceReport {
+	var out []DeviceReport
+	seen := map[string]bool{}
+	if mb != nil {
+		for _, d := range mb.Devices {
+			r := DeviceReport{Name: d.Name, Allow: d.Allow, Expired: d.Expired(now)}
+			for _, p := range d.From {
+				r.From = append(r.From, p.String())
+			}
+			if !d.Expires.IsZero() {
+				e := d.Expires
+				r.Expires = &e
+			}
+			if l, ok := used[d.Name]; ok {
+				r.LastUse = &l
+			}
+			seen[d.Name] = true
+			out = append(out, r)
+		}
+	}
+	var gone []string
+	for name := range used {
+		if !seen[name] {
+			gone = append(gone, name)
+		}
+	}
+	slices.Sort(gone)
+	for _, name := range gone {
+		l := used[name]
+		out = append(out, DeviceReport{Name: name, Removed: true, LastUse: &l})
+	}
+	return out
 }
 
 // MailboxReports joins the configured mailboxes with the store's counters
@@ -60,6 +117,7 @@ func MailboxReports(cfg *config.Config, st *storage.Store) ([]MailboxReport, err
 	if err != nil {
 		return nil, err
 	}
+	now := time.Now()
 	byName := make(map[string]storage.MailboxStats, len(stats))
 	for _, m := range stats {
 		byName[m.Mailbox] = m
@@ -69,11 +127,13 @@ func MailboxReports(cfg *config.Config, st *storage.Store) ([]MailboxReport, err
 		m := byName[mb.Address]
 		delete(byName, mb.Address)
 		out = append(out, MailboxReport{Address: mb.Address, Configured: true, POP3: mb.POP3, Submission: mb.Submission,
-			Aliases: mb.Aliases, Quota: mb.Quota, Messages: m.Messages, Bytes: m.Bytes, LastLogin: m.LastLogin})
+			Aliases: mb.Aliases, Quota: mb.Quota, Messages: m.Messages, Bytes: m.Bytes, LastLogin: m.LastLogin,
+			MainLogin: m.MainLogin, Devices: deviceReports(mb, m.Devices, now)})
 	}
 	for _, m := range stats {
 		if _, left := byName[m.Mailbox]; left && (m.Messages > 0 || m.LastLogin != nil) {
-			out = append(out, MailboxReport{Address: m.Mailbox, Messages: m.Messages, Bytes: m.Bytes, LastLogin: m.LastLogin})
+			out = append(out, MailboxReport{Address: m.Mailbox, Messages: m.Messages, Bytes: m.Bytes, LastLogin: m.LastLogin,
+				MainLogin: m.MainLogin, Devices: deviceReports(nil, m.Devices, now)})
 		}
 	}
 	return out, nil
