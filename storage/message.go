@@ -18,6 +18,10 @@ type MessageInfo struct {
 	UIDL    string
 	Size    int64 // exact octets of the stored (CRLF) message
 	Arrived time.Time
+	// Retrieved is when a POP3 client first downloaded the whole message
+	// (RETR); zero = never. Retention (RFC 2449 §6.7 EXPIRE) counts from
+	// here, so mail nobody has read is never expired.
+	Retrieved time.Time
 }
 
 // DeliverOptions are per-mailbox limits and overrides for a delivery.
@@ -32,33 +36,57 @@ type DeliverOptions struct {
 	Imported bool
 }
 
-// index record: version(1) size(8) arrived(12) uidl(rest)
+// Index records. Version 1 (every record before retrieval tracking, and
+// still every new delivery): version(1) size(8) arrived(12) uidl(rest).
+// Version 2, written when a message is first retrieved, adds the retrieval
+// time before the UIDL: version(1) size(8) arrived(12) retrieved(12)
+// uidl(rest). A version 1 record reads as never retrieved.
 const (
-	recVersion = 1
-	recHeader  = 1 + 8 + 12
+	recVersion  = 1
+	recHeader   = 1 + 8 + 12
+	recVersion2 = 2
+	recHeader2  = recHeader + 12
 )
 
 func encodeRecord(m MessageInfo) []byte {
-	b := make([]byte, recHeader+len(m.UIDL))
-	b[0] = recVersion
+	if m.Retrieved.IsZero() {
+		b := make([]byte, recHeader+len(m.UIDL))
+		b[0] = recVersion
+		binary.BigEndian.PutUint64(b[1:9], uint64(m.Size))
+		putTime(b[9:21], m.Arrived)
+		copy(b[recHeader:], m.UIDL)
+		return b
+	}
+	b := make([]byte, recHeader2+len(m.UIDL))
+	b[0] = recVersion2
 	binary.BigEndian.PutUint64(b[1:9], uint64(m.Size))
 	putTime(b[9:21], m.Arrived)
-	copy(b[recHeader:], m.UIDL)
+	putTime(b[21:33], m.Retrieved)
+	copy(b[recHeader2:], m.UIDL)
 	return b
 }
 
 // decodeRecord copies everything it needs out of v (which may point into
 // the mmap and be invalid after the transaction).
 func decodeRecord(id uint64, v []byte) (MessageInfo, error) {
-	if len(v) < recHeader || v[0] != recVersion {
-		return MessageInfo{}, fmt.Errorf("corrupt index record for message %d", id)
+	switch {
+	case len(v) >= recHeader && v[0] == recVersion:
+		return MessageInfo{
+			ID:      id,
+			Size:    int64(binary.BigEndian.Uint64(v[1:9])),
+			Arrived: getTime(v[9:21]),
+			UIDL:    string(v[recHeader:]),
+		}, nil
+	case len(v) >= recHeader2 && v[0] == recVersion2:
+		return MessageInfo{
+			ID:        id,
+			Size:      int64(binary.BigEndian.Uint64(v[1:9])),
+			Arrived:   getTime(v[9:21]),
+			Retrieved: getTime(v[21:33]),
+			UIDL:      string(v[recHeader2:]),
+		}, nil
 	}
-	return MessageInfo{
-		ID:      id,
-		Size:    int64(binary.BigEndian.Uint64(v[1:9])),
-		Arrived: getTime(v[9:21]),
-		UIDL:    string(v[recHeader:]),
-	}, nil
+	return MessageInfo{}, fmt.Errorf("corrupt index record for message %d", id)
 }
 
 func chunkKey(id uint64, n uint32) []byte {
@@ -268,35 +296,48 @@ func (s *Store) Delete(mailbox string, ids []uint64) error {
 		if !ok {
 			return nil
 		}
-		count, used := getUsage(m.b)
-		for _, id := range ids {
-			key := u64(id)
-			v := m.index.Get(key)
-			if v == nil {
-				continue
-			}
-			info, err := decodeRecord(id, v)
-			if err != nil {
-				return err
-			}
-			if err := m.index.Delete(key); err != nil {
-				return err
-			}
-			if err := m.uidl.Delete([]byte(info.UIDL)); err != nil {
-				return err
-			}
-			if err := deleteChunks(m.body, key); err != nil {
-				return err
-			}
-			count--
-			used -= uint64(info.Size)
-		}
-		return putUsage(m.b, count, used)
+		_, err := deleteMessages(m, ids)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("storage: delete %s: %w", mailbox, err)
 	}
 	return nil
+}
+
+// deleteMessages removes ids (index record, UIDL entry, body chunks) and
+// updates the usage totals; it returns how many existed. UIDLs are not
+// reused afterwards: ids only grow, and generated UIDLs come from ids.
+func deleteMessages(m mailbox, ids []uint64) (int, error) {
+	count, used := getUsage(m.b)
+	n := 0
+	for _, id := range ids {
+		key := u64(id)
+		v := m.index.Get(key)
+		if v == nil {
+			continue
+		}
+		info, err := decodeRecord(id, v)
+		if err != nil {
+			return n, err
+		}
+		if err := m.index.Delete(key); err != nil {
+			return n, err
+		}
+		if err := m.uidl.Delete([]byte(info.UIDL)); err != nil {
+			return n, err
+		}
+		if err := deleteChunks(m.body, key); err != nil {
+			return n, err
+		}
+		count--
+		used -= uint64(info.Size)
+		n++
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	return n, putUsage(m.b, count, used)
 }
 
 // deleteChunks removes every body key starting with prefix. It finds them
