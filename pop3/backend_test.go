@@ -21,6 +21,8 @@ import (
 //	disabled/x      Login returns ErrAccessDisabled
 //	broken/x        Login returns some other error
 //	panic/x         Login panics
+//	keeper/x        three messages, retention 30 days (EXPIRE 30)
+//	zero/x          three messages, retention 0 (EXPIRE 0)
 type fakeBackend struct {
 	mu    sync.Mutex
 	users map[string]*fakeUser
@@ -42,6 +44,10 @@ type fakeUser struct {
 	// the access as withdrawn (a config reload in the real backend).
 	revokeAfter int
 	revalidated int
+	// expireDays is the retention the maildrop announces when expires is
+	// set; otherwise it announces NEVER.
+	expires    bool
+	expireDays int
 }
 
 // aliceMessages is the fixture maildrop; dialogs refer to it by number.
@@ -71,6 +77,8 @@ func newFakeBackend() *fakeBackend {
 		"broken":   {pass: "x", loginErr: errors.New("database unavailable")},
 		"panic":    {pass: "x", panics: true},
 		"revoked":  {pass: "x", msgs: aliceMessages[:2], revokeAfter: 2},
+		"keeper":   {pass: "x", msgs: aliceMessages[:3], expires: true, expireDays: 30},
+		"zero":     {pass: "x", msgs: aliceMessages[:3], expires: true},
 	}}
 }
 
@@ -98,6 +106,18 @@ func (b *fakeBackend) Login(ctx context.Context, ci ConnInfo, username, password
 	return d, nil
 }
 
+// retrievals returns every Retrieved call so far, over all maildrops, in
+// order.
+func (b *fakeBackend) retrievals() []int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []int
+	for _, d := range b.drops {
+		out = append(out, d.retrieved...)
+	}
+	return out
+}
+
 // snapshot returns copies of what happened to every maildrop so far.
 func (b *fakeBackend) snapshot() (commits [][]int, closes []int) {
 	b.mu.Lock()
@@ -112,11 +132,25 @@ func (b *fakeBackend) snapshot() (commits [][]int, closes []int) {
 }
 
 type fakeDrop struct {
-	b       *fakeBackend
-	u       *fakeUser
-	ci      ConnInfo
-	commits [][]int // guarded by b.mu
-	closed  int     // guarded by b.mu
+	b         *fakeBackend
+	u         *fakeUser
+	ci        ConnInfo
+	commits   [][]int // guarded by b.mu
+	closed    int     // guarded by b.mu
+	retrieved []int   // Retrieved calls; guarded by b.mu
+}
+
+var (
+	_ Expirer           = (*fakeDrop)(nil)
+	_ RetrievalRecorder = (*fakeDrop)(nil)
+)
+
+func (d *fakeDrop) Expire() (int, bool) { return d.u.expireDays, d.u.expires }
+
+func (d *fakeDrop) Retrieved(i int) {
+	d.b.mu.Lock()
+	defer d.b.mu.Unlock()
+	d.retrieved = append(d.retrieved, i)
 }
 
 var _ Maildrop = (*fakeDrop)(nil)

@@ -340,6 +340,9 @@ func (s *session) cmdCapa(arg string) error {
 			caps = append(caps, "STLS")
 		}
 	}
+	if e := s.expireCapability(); e != "" {
+		caps = append(caps, e)
+	}
 	caps = append(caps, "IMPLEMENTATION mailpost")
 	return s.multiline("+OK capability list follows", false, func(d *dotWriter) error {
 		for _, c := range caps {
@@ -349,6 +352,36 @@ func (s *session) cmdCapa(arg string) error {
 		}
 		return nil
 	})
+}
+
+// expireCapability is the EXPIRE line of CAPA (RFC 2449 §6.7), "" for none.
+// In TRANSACTION state it is the mailbox's own policy, without the USER tag;
+// before login (or for a maildrop that does not say) it is the server-wide
+// one from the settings.
+func (s *session) expireCapability() string {
+	if s.state == stateTrans {
+		if e, ok := s.drop.(Expirer); ok {
+			days, expires := e.Expire()
+			if !expires {
+				days = ExpireNever
+			}
+			return Expire{Days: days}.capability()
+		}
+	}
+	if s.cfg.Expire == nil {
+		return ""
+	}
+	return s.cfg.Expire.capability()
+}
+
+// expireZero reports whether the logged-in mailbox announces EXPIRE 0.
+func (s *session) expireZero() bool {
+	e, ok := s.drop.(Expirer)
+	if !ok {
+		return false
+	}
+	days, expires := e.Expire()
+	return expires && days == 0
 }
 
 func (s *session) cmdQuit(arg string) error {
@@ -362,6 +395,19 @@ func (s *session) cmdQuit(arg string) error {
 	// RFC 1939 §6: only now do deletions take effect. Nothing here touches
 	// the connection, so Shutdown cannot interrupt it.
 	s.state = stateUpdate
+	// RFC 2449 §6.7: with EXPIRE 0 the client may not leave mail on the
+	// server, and on entering UPDATE the server may assume an implicit DELE
+	// for every message the session downloaded. Downloaded means RETR; a
+	// TOP preview does not count.
+	implicit := 0
+	if s.got != nil && s.expireZero() {
+		for i, got := range s.got {
+			if got && !s.deleted[i] {
+				s.deleted[i] = true
+				implicit++
+			}
+		}
+	}
 	var del []int
 	for i, d := range s.deleted {
 		if d {
@@ -382,7 +428,7 @@ func (s *session) cmdQuit(arg string) error {
 	}
 	s.nDeleted = len(del)
 	s.srv.counters.deleted.Add(uint64(len(del)))
-	s.log.Info("pop3 logout", "deleted", len(del))
+	s.log.Info("pop3 logout", "deleted", len(del), "expire0", implicit)
 	s.replyf("+OK bye, %d messages left", len(s.msgs)-len(del))
 	return errQuit
 }
@@ -461,6 +507,14 @@ func (s *session) cmdRetr(arg string) error {
 	}
 	if err := s.sendMessage(i, fmt.Sprintf("+OK %d octets", s.msgs[i].Size), -1); err != nil {
 		return err
+	}
+	// Sent in full: the retention clock (RFC 2449 §6.7) may start.
+	if s.got == nil {
+		s.got = make([]bool, len(s.msgs))
+	}
+	s.got[i] = true
+	if r, ok := s.drop.(RetrievalRecorder); ok {
+		r.Retrieved(i)
 	}
 	s.retrieved++
 	s.srv.counters.retrieved.Add(1)

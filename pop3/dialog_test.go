@@ -27,6 +27,9 @@ import (
 //	@preauth D / @auth D      PreAuthTimeout / AuthTimeout (time.ParseDuration)
 //	@commit 1,3 | none        after the session: exactly one Commit of those
 //	                          message numbers, or no Commit at all
+//	@expire 30 | 0 USER | off Settings.Expire (default NEVER, as the server
+//	                          sends when no mailbox has a retention)
+//	@retrieved 2,1 | none     the maildrops' Retrieved calls, in order
 //	@log TEXT / @nolog TEXT   the server log must / must not contain TEXT
 //	C: line                   client sends line + CRLF
 //	R: "quoted"               client sends the Go-quoted bytes as they are
@@ -60,9 +63,11 @@ func runDialog(t *testing.T, path string) {
 	}
 	lines := strings.Split(strings.ReplaceAll(string(data), "\r\n", "\n"), "\n")
 
-	settings := &Settings{Hostname: "pop.test", Banner: "mailpost ready"}
+	settings := &Settings{Hostname: "pop.test", Banner: "mailpost ready", Expire: &Expire{Days: ExpireNever}}
 	var wantCommit []int
 	commitSet, noCommit := false, false
+	var wantRetrieved []int
+	retrievedSet := false
 	var wantLog, wantNoLog []string
 	at := func(i int) string { return fmt.Sprintf("%s:%d", path, i+1) }
 
@@ -105,6 +110,31 @@ func runDialog(t *testing.T, path string) {
 					t.Fatalf("%s: %v", at(i), err)
 				}
 				wantCommit = append(wantCommit, n-1)
+			}
+		case "expire":
+			if val == "off" {
+				settings.Expire = nil
+				continue
+			}
+			days, tag, _ := strings.Cut(val, " ")
+			e := &Expire{Days: ExpireNever, PerUser: tag == "USER"}
+			if days != "NEVER" {
+				if e.Days, err = strconv.Atoi(days); err != nil {
+					t.Fatalf("%s: %v", at(i), err)
+				}
+			}
+			settings.Expire = e
+		case "retrieved":
+			retrievedSet = true
+			if val == "none" {
+				continue
+			}
+			for _, f := range strings.Split(val, ",") {
+				n, err := strconv.Atoi(strings.TrimSpace(f))
+				if err != nil {
+					t.Fatalf("%s: %v", at(i), err)
+				}
+				wantRetrieved = append(wantRetrieved, n-1)
 			}
 		case "log":
 			wantLog = append(wantLog, val)
@@ -239,6 +269,9 @@ func runDialog(t *testing.T, path string) {
 		t.Errorf("%s: commits %v, want none", path, commits)
 	case commitSet && (len(commits) != 1 || !slices.Equal(commits[0], wantCommit)):
 		t.Errorf("%s: commits %v, want [%v]", path, commits, wantCommit)
+	}
+	if got := be.retrievals(); retrievedSet && !slices.Equal(got, wantRetrieved) {
+		t.Errorf("%s: Retrieved calls %v, want %v (0-based)", path, got, wantRetrieved)
 	}
 	checkClosedOnce(t, be)
 	out := logs.String()

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -31,6 +32,40 @@ type Settings struct {
 	MaxCommandSize      int           // longest command line in octets incl. CRLF; default 512
 	MaxConnections      int           // sessions at once on this Server; 0 = unlimited
 	MaxConnectionsPerIP int           // sessions at once per remote IP; 0 = unlimited
+	// Expire is the retention policy CAPA announces before login (RFC 2449
+	// §6.7); after login a Maildrop that implements Expirer announces its
+	// own. nil = no EXPIRE line before login.
+	Expire *Expire
+}
+
+// ExpireNever is Expire.Days for "EXPIRE NEVER": the server does not delete
+// mail on its own.
+const ExpireNever = -1
+
+// Expire is a retention policy as the EXPIRE capability states it (RFC 2449
+// §6.7): the minimum number of days the server keeps a message after a
+// client retrieved it.
+type Expire struct {
+	// Days a retrieved message stays at least; 0 = it goes at the end of
+	// the session that retrieved it (an implicit DELE at QUIT);
+	// ExpireNever = it stays until the client deletes it.
+	Days int
+	// PerUser says the policy differs between mailboxes. Before login
+	// CAPA then shows Days, the lowest of them (a minimum every user
+	// gets), with the USER tag; after login it shows the user's own value.
+	PerUser bool
+}
+
+// capability renders the CAPA line.
+func (e Expire) capability() string {
+	v := "EXPIRE NEVER"
+	if e.Days >= 0 {
+		v = "EXPIRE " + strconv.Itoa(e.Days)
+	}
+	if e.PerUser {
+		v += " USER"
+	}
+	return v
 }
 
 // Defaults for zero Settings fields. RFC 1939 §3 asks for an autologout
@@ -87,6 +122,24 @@ type Maildrop interface {
 	Open(i int) (io.ReadCloser, error) // i is the 0-based index
 	Commit(deleted []int) error        // UPDATE state: remove these 0-based indexes atomically
 	Close() error                      // release the lock; always called exactly once
+}
+
+// Expirer is an optional Maildrop interface: the retention policy of the
+// logged-in mailbox, which CAPA shows in TRANSACTION state (RFC 2449 §6.7).
+// ok is false when the mailbox keeps mail until the client deletes it
+// (EXPIRE NEVER); otherwise days is the retention after retrieval, and 0
+// makes QUIT delete every message the session retrieved.
+type Expirer interface {
+	Expire() (days int, ok bool)
+}
+
+// RetrievalRecorder is an optional Maildrop interface that learns which
+// messages RETR sent in full (TOP is a preview and does not count), so that
+// retention can count from the first retrieval. Retrieved runs on the RETR
+// path and must only take note in memory; the maildrop writes its notes at
+// Commit or Close.
+type RetrievalRecorder interface {
+	Retrieved(i int) // i is the 0-based index
 }
 
 // Revalidator is an optional Maildrop interface for access that can be

@@ -69,6 +69,7 @@ type session struct {
 	drop        Maildrop
 	msgs        []MessageInfo // the maildrop's snapshot at login
 	deleted     []bool        // marked by DELE, cleared by RSET; same indexes as msgs
+	got         []bool        // sent in full by RETR; same indexes as msgs; nil until the first
 	errs        int           // protocol errors so far
 	authFails   int           // failed logins so far
 	lines       int           // command lines read
