@@ -351,6 +351,13 @@ func cmdImport(path string, args []string, stdin io.Reader, stdout, stderr io.Wr
 		return m, nil
 	}, func(m importer.Message) error {
 		mb, err := t.put(m.UIDL, m.Arrived, m.Data)
+		if uidl := importer.ContentUIDL(m.Data); errors.Is(err, storage.ErrInvalidUIDL) && m.UIDL != uidl {
+			// RFC 1939-valid, but this store refuses it (its own generated
+			// form, e.g. mail coming back from a restored copy of this
+			// store): the content hash names it instead.
+			fmt.Fprintf(stderr, "warning: UIDL %q refused here (%v); storing the message as %s\n", m.UIDL, err, uidl)
+			mb, err = t.put(uidl, m.Arrived, m.Data)
+		}
 		if mb != "" {
 			mailbox = mb
 		}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"mailpost/importer"
+	"mailpost/server"
 	"mailpost/storage"
 )
 
@@ -624,6 +625,21 @@ func TestImportFromDovecot(t *testing.T) {
 	out, errOut := run(d.passwd+"\n", "-to", "admin@example.com", "-password-stdin", "-insecure-skip-verify", stlsSrc)
 	if !strings.Contains(out, "import into admin@example.com through the running server: 5 message(s) imported") || !strings.Contains(errOut, "warning: -insecure-skip-verify") {
 		t.Errorf("STLS import: %q %q", out, errOut)
+	}
+
+	// A UIDL in this store's own generated form is refused as such (the
+	// import then falls back to the content hash).
+	if o, e, code := mailpost(t, "Subject: local\n\nx\n", "deliver", "-config", cfgPath, "-to", "alice@example.com"); code != 0 {
+		t.Fatalf("deliver: %s %s", o, e)
+	}
+	mine, _, err := popList(in.addrs["pop3s"], "mail.example.com", roots, "alice@example.com", "demo-password", 0)
+	if err != nil || len(mine) == 0 {
+		t.Fatal(err)
+	}
+	prefix, _, _ := strings.Cut(mine[len(mine)-1], ".")
+	_, err = server.NewClient(filepath.Join(dir, "data")).Import("alice@example.com", prefix+".999999", time.Time{}, strings.NewReader("Subject: y\r\n\r\ny\r\n"))
+	if !errors.Is(err, storage.ErrInvalidUIDL) {
+		t.Errorf("import under the store's own UIDL form: %v", err)
 	}
 
 	// Refusals: a wrong password, a certificate nobody vouches for, and

@@ -336,6 +336,8 @@ func (c *Client) Import(to, uidl string, arrived time.Time, msg io.Reader) (Deli
 		return res, fmt.Errorf("%s: %w", to, ErrNoSuchRecipient)
 	case http.StatusInsufficientStorage:
 		return res, fmt.Errorf("%s: %w", to, storage.ErrQuotaExceeded)
+	case http.StatusBadRequest:
+		return res, fmt.Errorf("%s: %w", bytes.TrimSpace(body), storage.ErrInvalidUIDL)
 	}
 	return res, fmt.Errorf("server refused: %s", body)
 }
