@@ -39,7 +39,7 @@ Usage:
   mailpost mailbox list|stats [-config FILE] messages, bytes, last login per mailbox
   mailpost import -to ADDR mbox:FILE|maildir:DIR|pop3s://USER@HOST[:PORT] [-config FILE]
                  [-password-file F|-password-stdin] [-ca F] [-insecure-skip-verify] [-include-deleted]
-  mailpost dns            [-config FILE]     the DNS records each domain needs (MX, SPF, DKIM, DMARC, SRV)
+  mailpost dns            [-config FILE]     DNS records per domain: MX, SPF, DKIM, DMARC, client SRV, autoconfig
   mailpost config history [-config FILE]     the recorded config revisions
   mailpost config show REV [-config FILE]    print one recorded revision
   mailpost deliver -to ADDR [-config FILE] < message
@@ -47,6 +47,8 @@ Usage:
   mailpost hash-password -random             a new random password (for a device) and its hash
   mailpost test roundtrip -user ADDR [-config FILE] [-password-file F] [-strict] [-host H]
                                              send to yourself, read it back over POP3, step by step
+  mailpost test pop3|smtp -host H [-port P] [-method ssl|tls] [-user ADDR -password-file F] [-domain D]
+                                             check a server step by step (DNS, TLS, certificate, auth)
 
 -config defaults to ./mailpost.hcl.
 `
@@ -247,10 +249,16 @@ func cmdStatus(path string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "hostname         %s\nup since         %s\nconfig revision  %d (sha256 %.12s)\npop3 sessions    %d\nlisteners:\n",
-		st.Hostname, st.Started.Format(time.RFC3339), st.ConfigRevision, st.ConfigSHA256, st.POP3Sessions)
+	queue := fmt.Sprintf("%d message(s)", st.QueueLength)
+	if st.QueueError != "" {
+		queue = "unknown: " + st.QueueError
+	}
+	fmt.Fprintf(stdout, "hostname         %s\nup since         %s\nconfig revision  %d (sha256 %.12s)\n"+
+		"pop3 sessions    %d\nsmtp sessions    %d\nstore            %s\noutbound queue   %s\nlisteners:\n",
+		st.Hostname, st.Started.Format(time.RFC3339), st.ConfigRevision, st.ConfigSHA256, st.POP3Sessions, st.SMTPSessions,
+		humanBytes(st.StoreBytes), queue)
 	for _, l := range st.Listeners {
-		fmt.Fprintf(stdout, "  %-6s %s\n", l.Proto, l.Addr)
+		fmt.Fprintf(stdout, "  %-12s %s listening\n", l.Proto, l.Addr)
 	}
 	server.WriteCertStatus(stdout, st.Certificates)
 	writeLastLogins(stdout, st)

@@ -391,6 +391,11 @@ func TestServeEndToEnd(t *testing.T) {
 	if code != 0 || !strings.Contains(out, in.addrs["pop3s"]) {
 		t.Errorf("status: code %d out %q err %q", code, out, errOut)
 	}
+	for _, want := range []string{"smtp sessions", "outbound queue   0 message(s)", "store            ", "listening"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
 
 	in.stop()
 

@@ -22,6 +22,11 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "installing test dependencies: ${need[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # The import test starts its own Dovecot on loopback; a packaged one that
+  # systemd started would only hold ports 110/995 on the CI machine.
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet dovecot 2>/dev/null; then
+    $SUDO systemctl disable --now dovecot >/dev/null 2>&1 || true
+  fi
 fi
 
 # Pebble, Let's Encrypt's test CA, and its DNS/challenge test server: the

@@ -120,6 +120,9 @@ type Status struct {
 	POP3Sessions   int            `json:"pop3_sessions"`
 	SMTPSessions   int            `json:"smtp_sessions"`
 	Memory         MemStats       `json:"memory"`
+	StoreBytes     int64          `json:"store_bytes"`  // size of the database file
+	QueueLength    int            `json:"queue_length"` // messages waiting for outbound delivery
+	QueueError     string         `json:"queue_error,omitempty"`
 	// LastLogins are the most recent logins across mailboxes, newest
 	// first, one per mailbox (its last), at most statusLogins.
 	LastLogins      []RecentLogin `json:"last_logins"`
@@ -207,6 +210,14 @@ func (s *Server) Status() Status {
 		POP3Sessions:   s.pop3.Stats().Sessions,
 		SMTPSessions:   s.subm.Stats().Sessions + s.inbound.Stats().Sessions,
 		Memory:         readMemStats(),
+	}
+	if fi, err := os.Stat(s.store.Path()); err == nil {
+		st.StoreBytes = fi.Size()
+	}
+	if q, err := s.store.Queue(); err == nil {
+		st.QueueLength = len(q)
+	} else {
+		st.QueueError = err.Error()
 	}
 	var err error
 	if st.LastLogins, err = recentLogins(s.store, statusLogins); err != nil {
