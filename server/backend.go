@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 
 	"mailpost/config"
 	"mailpost/pop3"
@@ -17,8 +18,10 @@ import (
 type pop3Backend struct{ s *Server }
 
 var (
-	_ pop3.Backend     = pop3Backend{}
-	_ pop3.Revalidator = (*maildrop)(nil)
+	_ pop3.Backend           = pop3Backend{}
+	_ pop3.Revalidator       = (*maildrop)(nil)
+	_ pop3.Expirer           = (*maildrop)(nil)
+	_ pop3.RetrievalRecorder = (*maildrop)(nil)
 )
 
 func (b pop3Backend) Login(ctx context.Context, ci pop3.ConnInfo, username, password string) (pop3.Maildrop, error) {
@@ -41,12 +44,12 @@ func (b pop3Backend) Login(ctx context.Context, ci pop3.ConnInfo, username, pass
 	} else if err != nil {
 		return nil, err
 	}
-	list, err := s.store.List(addr)
+	list, err := s.listForLogin(cred.mb)
 	if err != nil {
 		unlock()
 		return nil, err
 	}
-	md := &maildrop{srv: s, store: s.store, mailbox: addr, list: list, unlock: unlock,
+	md := &maildrop{srv: s, store: s.store, mailbox: addr, list: list, unlock: unlock, retention: cred.mb.RetentionDays,
 		device: cred.deviceName(), loginHash: cred.hash(), remote: ip, infos: make([]pop3.MessageInfo, len(list))}
 	for i, m := range list {
 		md.infos[i] = pop3.MessageInfo{Size: m.Size, UIDL: m.UIDL}
@@ -55,6 +58,31 @@ func (b pop3Backend) Login(ctx context.Context, ci pop3.ConnInfo, username, pass
 	// session (RFC 1939 §3: the maildrop is the one seen at login).
 	s.loggedIn(cred, ip, config.ProtoPOP3)
 	return md, nil
+}
+
+// loginExpireLimit bounds the messages one login removes for retention, so
+// a mailbox with a huge backlog cannot stall a login in one big
+// transaction; the rest stay listed and go at the next login or sweep.
+const loginExpireLimit = 5000
+
+// listForLogin takes the POP3 snapshot of a mailbox whose lock the caller
+// holds. Messages due under its retention (RFC 2449 §6.7) are removed first,
+// so a client never sees one vanish in the middle of a session; with
+// sort_order = "descending" message 1 is the newest (UIDLs are the
+// messages' own, whatever the order).
+func (s *Server) listForLogin(mb *config.Mailbox) ([]storage.MessageInfo, error) {
+	list, expired, err := s.store.ListExpiring(mb.Address, mb.RetentionDays, s.now(), loginExpireLimit)
+	if err != nil {
+		return nil, err
+	}
+	if expired > 0 {
+		s.prom.expired.Add(uint64(expired))
+		s.log.Info("retention: expired retrieved messages at login", "user", mb.Address, "expired", expired, "retention_days", mb.RetentionDays)
+	}
+	if mb.SortDescending {
+		slices.Reverse(list)
+	}
+	return list, nil
 }
 
 // maildrop is one locked POP3 snapshot of a mailbox.
@@ -68,6 +96,8 @@ type maildrop struct {
 	list      []storage.MessageInfo // taken at login; index = message number - 1
 	infos     []pop3.MessageInfo
 	unlock    func()
+	retention int      // days, config.Mailbox.RetentionDays at login (-1 = never)
+	got       []uint64 // ids RETR sent in full, not yet written
 }
 
 func (m *maildrop) Messages() []pop3.MessageInfo { return m.infos }
@@ -80,19 +110,43 @@ func (m *maildrop) Open(i int) (io.ReadCloser, error) {
 	return m.store.OpenMessage(m.mailbox, m.list[i].ID)
 }
 
+// Expire is the mailbox's EXPIRE (RFC 2449 §6.7) for CAPA after login.
+func (m *maildrop) Expire() (days int, ok bool) { return m.retention, m.retention >= 0 }
+
+// Retrieved notes a RETR in memory only: RETR is the hot path, and the
+// notes go to disk together at Commit or Close.
+func (m *maildrop) Retrieved(i int) { m.got = append(m.got, m.list[i].ID) }
+
+// Commit applies QUIT: deletions and first-retrieval times in one
+// transaction.
 func (m *maildrop) Commit(deleted []int) error {
-	if len(deleted) == 0 {
-		return nil
-	}
 	ids := make([]uint64, len(deleted))
 	for i, d := range deleted {
 		ids[i] = m.list[d].ID
 	}
-	return m.store.Delete(m.mailbox, ids)
+	if err := m.store.CommitSession(m.mailbox, ids, m.got, m.srv.now()); err != nil {
+		return err
+	}
+	m.got = nil
+	return nil
 }
 
+// Close writes retrievals not yet written, then releases the lock. A
+// session that ended without QUIT (or whose QUIT deleted nothing) still
+// downloaded what RETR sent, so the retention clock starts; a client that
+// never says QUIT would otherwise keep its mail for ever. Under retention 0
+// the removal is QUIT's implicit DELE (RFC 2449 §6.7), which a dropped
+// session never reaches (RFC 1939 §6); recording its retrievals would let
+// the next login remove mail the client may not have, so nothing is written.
 func (m *maildrop) Close() error {
-	m.unlock()
+	defer m.unlock()
+	if len(m.got) == 0 || m.retention == 0 {
+		return nil
+	}
+	if err := m.store.CommitSession(m.mailbox, nil, m.got, m.srv.now()); err != nil {
+		return fmt.Errorf("recording retrieved messages: %w", err)
+	}
+	m.got = nil
 	return nil
 }
 

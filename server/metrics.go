@@ -29,6 +29,9 @@ type promMetrics struct {
 	// mailboxes written, outside recipients queued, and recipients of
 	// messages refused after DATA (quota, size, relay).
 	stored, queued, refused atomic.Uint64
+	// expired counts messages removed by retention (RFC 2449 §6.7) at
+	// login or by the sweep; EXPIRE 0's removal at QUIT is a deletion.
+	expired atomic.Uint64
 
 	q       *connQueue
 	once    sync.Once
@@ -134,6 +137,7 @@ var (
 	descBytesOut       = desc("sent_bytes_total", "Octets written to clients on the wire, TLS included.", "protocol")
 	descPOP3Retrieved  = desc("pop3_retrieved_total", "Messages sent in full by RETR.")
 	descPOP3Deleted    = desc("pop3_deleted_total", "Messages removed by QUIT.")
+	descExpired        = desc("expired_messages_total", "Retrieved messages removed by their mailbox's retention, at login or by the background sweep.")
 	descDeliveries     = desc("deliveries_total", "Recipients of messages received over SMTP, by result: stored (local mailbox), queued (outbound), refused.", "result")
 	descQueueLength    = desc("outbound_queue_length", "Messages waiting in the outbound queue.")
 	descQueueInFlight  = desc("outbound_in_flight", "Outbound queue entries being delivered now.")
@@ -149,7 +153,7 @@ var (
 
 func (c serverCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSessions, descSessionsTotal, descRefusedConns, descLogins, descCommands,
-		descBytesIn, descBytesOut, descPOP3Retrieved, descPOP3Deleted, descDeliveries, descQueueLength,
+		descBytesIn, descBytesOut, descPOP3Retrieved, descPOP3Deleted, descExpired, descDeliveries, descQueueLength,
 		descQueueInFlight, descOutbound, descReloads, descConfigRevision, descCertExpiry, descCertPending,
 		descStoreSize, descMailboxes, descStart} {
 		ch <- d
@@ -178,6 +182,7 @@ func (c serverCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descLogins, p.LoginError, "pop3", "error")
 	counter(descPOP3Retrieved, p.Retrieved)
 	counter(descPOP3Deleted, p.Deleted)
+	counter(descExpired, s.prom.expired.Load())
 
 	for _, sv := range []struct {
 		proto string

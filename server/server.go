@@ -55,6 +55,8 @@ type Server struct {
 	web      *web             // http/https listeners' servers; set by Start
 	prom     *promMetrics     // /metrics on the admin listeners
 	started  time.Time
+	now      func() time.Time // Options.Now
+	sweep    *sweeper         // retention sweep between Start and Shutdown; guarded by mu
 
 	cur atomic.Pointer[runtime]
 
@@ -102,6 +104,9 @@ type Options struct {
 	// Outbound injects the queue runner's resolver, next-hop port and
 	// timeouts.
 	Outbound outbound.Options
+	// Now is the clock retention reads (retrieval times, expiry); nil =
+	// time.Now. Tests move it forward by days.
+	Now func() time.Time
 }
 
 // New builds a server for cfg on an opened store. Nothing listens until Start.
@@ -114,6 +119,10 @@ func New(cfg *config.Config, store *storage.Store, log *slog.Logger, opt Options
 		started:   time.Now(),
 		listeners: map[string]*listener{},
 		cfgPath:   opt.ConfigPath,
+		now:       opt.Now,
+	}
+	if s.now == nil {
+		s.now = time.Now
 	}
 	opt.ACME.Store, opt.ACME.Log = store, log.With("component", "acme")
 	s.acme = acme.New(opt.ACME)
@@ -181,6 +190,7 @@ func (s *Server) pop3Settings(rt *runtime) *pop3.Settings {
 		MaxCommandSize:      p.MaxCommandSize,
 		MaxConnections:      p.MaxConnections,
 		MaxConnectionsPerIP: p.MaxConnectionsPerIP,
+		Expire:              expirePolicy(rt.cfg),
 	}
 }
 
@@ -267,6 +277,7 @@ func (s *Server) Start() error {
 	s.control = ctl
 	s.mu.Unlock()
 	s.outbound.Start()
+	s.startSweep()
 	s.log.Info("mailpost started", "hostname", rt.cfg.Hostname, "config_revision", rt.rev.Seq,
 		"listeners", len(s.Listeners()), "control", ctl.path)
 	return nil
@@ -504,6 +515,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	wg.Wait()
 	s.wg.Wait()
+	s.stopSweep() // after the sessions: nothing holds a mailbox it would skip
 	errs = append(errs, s.prom.shutdown(ctx))
 	errs = append(errs, s.outbound.Stop(ctx)) // queued mail stays queued
 	return errors.Join(errs...)
