@@ -176,7 +176,7 @@ func onOff(b bool) string {
 }
 
 func writeMailboxList(w io.Writer, reps []server.MailboxReport) {
-	fmt.Fprintf(w, "%-32s  %-4s  %-10s  %10s  %s\n", "MAILBOX", "POP3", "SUBMISSION", "QUOTA", "ALIASES")
+	fmt.Fprintf(w, "%-32s  %-4s  %-10s  %10s  %-30s  %s\n", "MAILBOX", "POP3", "SUBMISSION", "QUOTA", "ALIASES", "DEVICES")
 	for _, r := range reps {
 		if !r.Configured {
 			fmt.Fprintf(w, "%-32s  (not in the config; %d message(s) left in the store)\n", r.Address, r.Messages)
@@ -186,10 +186,28 @@ func writeMailboxList(w io.Writer, reps []server.MailboxReport) {
 		if r.Quota > 0 {
 			quota = humanBytes(r.Quota)
 		}
-		fmt.Fprintf(w, "%-32s  %-4s  %-10s  %10s  %s\n", r.Address, onOff(r.POP3), onOff(r.Submission), quota, strings.Join(r.Aliases, ","))
+		devices := 0
+		for _, d := range r.Devices {
+			if !d.Removed {
+				devices++
+			}
+		}
+		fmt.Fprintf(w, "%-32s  %-4s  %-10s  %10s  %-30s  %d\n", r.Address, onOff(r.POP3), onOff(r.Submission), quota, strings.Join(r.Aliases, ","), devices)
 	}
 }
 
+// lastUse renders a login as "2026-03-01 12:00:00 (5s ago) pop3 from
+// 192.0.2.7", or "never".
+func lastUse(l *storage.Login, now time.Time) string {
+	if l == nil {
+		return "never"
+	}
+	return fmt.Sprintf("%s (%s ago) %s from %s", l.Time.Local().Format(time.DateTime), now.Sub(l.Time).Round(time.Second), l.Proto, l.IP)
+}
+
+// writeMailboxStats prints a line per mailbox and, under a mailbox with
+// device passwords (configured, or removed but with a recorded last use),
+// a line per credential.
 func writeMailboxStats(w io.Writer, reps []server.MailboxReport, now time.Time) {
 	fmt.Fprintf(w, "%-32s  %8s  %10s  %6s  %s\n", "MAILBOX", "MESSAGES", "SIZE", "QUOTA", "LAST LOGIN")
 	for _, r := range reps {
@@ -197,15 +215,38 @@ func writeMailboxStats(w io.Writer, reps []server.MailboxReport, now time.Time) 
 		if r.Quota > 0 {
 			used = fmt.Sprintf("%d%%", r.Bytes*100/r.Quota)
 		}
-		last := "never"
-		if l := r.LastLogin; l != nil {
-			last = fmt.Sprintf("%s (%s ago) %s from %s", l.Time.Local().Format(time.DateTime), now.Sub(l.Time).Round(time.Second), l.Proto, l.IP)
+		last := lastUse(r.LastLogin, now)
+		if l := r.LastLogin; l != nil && l.Device != "" {
+			last += " (device " + l.Device + ")"
 		}
 		name := r.Address
 		if !r.Configured {
 			name += " (removed)"
 		}
 		fmt.Fprintf(w, "%-32s  %8d  %10s  %6s  %s\n", name, r.Messages, humanBytes(r.Bytes), used, last)
+		if len(r.Devices) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "  %-30s  %s\n", "main password", "last use "+lastUse(r.MainLogin, now))
+		for _, d := range r.Devices {
+			label := "device " + d.Name
+			if d.Removed {
+				fmt.Fprintf(w, "  %-30s  removed from the config; last use %s\n", label, lastUse(d.LastUse, now))
+				continue
+			}
+			from := "any network"
+			if len(d.From) > 0 {
+				from = strings.Join(d.From, ",")
+			}
+			expires := "never"
+			if d.Expires != nil {
+				expires = d.Expires.Local().Format(time.DateTime)
+				if d.Expired {
+					expires += " (EXPIRED)"
+				}
+			}
+			fmt.Fprintf(w, "  %-30s  allow %s; from %s; expires %s; last use %s\n", label, strings.Join(d.Allow, ","), from, expires, lastUse(d.LastUse, now))
+		}
 	}
 }
 
