@@ -259,6 +259,16 @@ func (s *session) login(user, pass string) error {
 		s.srv.counters.loginRefused.Add(1)
 		s.log.Info("pop3 access disabled", "user", user)
 		return replyDisabled
+	case errors.Is(err, ErrLoginDelay), errors.Is(err, ErrNetworkThrottled):
+		// Not a failed password (the backend logs once per block, not
+		// here per attempt), but a client hammering on gets closed.
+		r := throttledReply(err)
+		s.authFails++
+		if s.authFails >= maxAuthFails {
+			s.reply(r.line())
+			return errQuit
+		}
+		return r
 	default:
 		s.srv.counters.loginError.Add(1)
 		s.log.Error("pop3 login failed", "user", user, slog.Any("err", err))

@@ -3,15 +3,17 @@ package pop3
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
-// Response codes from RFC 2449 §8 (RESP-CODES, IN-USE) and RFC 3206 (AUTH,
-// SYS/TEMP, SYS/PERM). They go in brackets right after "-ERR".
+// Response codes from RFC 2449 §8 (RESP-CODES, IN-USE, LOGIN-DELAY) and
+// RFC 3206 (AUTH, SYS/TEMP, SYS/PERM). They go in brackets right after "-ERR".
 const (
-	CodeAuth    = "AUTH"
-	CodeInUse   = "IN-USE"
-	CodeSysTemp = "SYS/TEMP"
-	CodeSysPerm = "SYS/PERM"
+	CodeAuth       = "AUTH"
+	CodeInUse      = "IN-USE"
+	CodeLoginDelay = "LOGIN-DELAY"
+	CodeSysTemp    = "SYS/TEMP"
+	CodeSysPerm    = "SYS/PERM"
 )
 
 // Errors a Backend returns from Login. The session maps each to its reply;
@@ -20,7 +22,46 @@ var (
 	ErrAuthFailed     = errors.New("authentication failed")
 	ErrInUse          = errors.New("maildrop already locked")
 	ErrAccessDisabled = errors.New("POP3 access disabled")
+	// ErrLoginDelay: the account had too many failed logins and is
+	// refused for a while (RFC 2449 §8.1.1 LOGIN-DELAY); ErrNetworkThrottled:
+	// the client's network had (RFC 3206 SYS/TEMP). Neither is [AUTH],
+	// which would make clients ask the user for a new password. If the
+	// error chain has a RetryAfter() time.Duration method, the reply says
+	// roughly how long to wait.
+	ErrLoginDelay       = errors.New("too many failed logins for this account")
+	ErrNetworkThrottled = errors.New("too many failed logins from this network")
 )
+
+// throttledReply is the reply to a login refused by ErrLoginDelay or
+// ErrNetworkThrottled.
+func throttledReply(err error) *Error {
+	wait := "later"
+	var ra interface{ RetryAfter() time.Duration }
+	if errors.As(err, &ra) {
+		wait = "in about " + aboutDuration(ra.RetryAfter())
+	}
+	if errors.Is(err, ErrLoginDelay) {
+		return &Error{Code: CodeLoginDelay, Text: "too many failed logins for this account, try again " + wait, quiet: true}
+	}
+	return &Error{Code: CodeSysTemp, Text: "too many failed logins from your network, try again " + wait, quiet: true}
+}
+
+// aboutDuration words a wait for people, rounded up: "40 seconds",
+// "3 minutes", "2 hours".
+func aboutDuration(d time.Duration) string {
+	unit, name := time.Second, "second"
+	switch {
+	case d > 90*time.Minute:
+		unit, name = time.Hour, "hour"
+	case d > 90*time.Second:
+		unit, name = time.Minute, "minute"
+	}
+	n := max(1, int64((d+unit-1)/unit))
+	if n == 1 {
+		return "1 " + name
+	}
+	return fmt.Sprintf("%d %ss", n, name)
+}
 
 // Error is a negative reply that keeps the session going: the client sees
 // "-ERR [Code] Text". Handlers return it; any other error closes the session.

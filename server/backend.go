@@ -31,6 +31,8 @@ func (b pop3Backend) Login(ctx context.Context, ci pop3.ConnInfo, username, pass
 	switch {
 	case errors.Is(err, errBadCredentials):
 		return nil, pop3.ErrAuthFailed
+	case errors.Is(err, errThrottled):
+		return nil, throttledAs(err, pop3.ErrLoginDelay, pop3.ErrNetworkThrottled)
 	case errors.Is(err, errScope):
 		s.log.Info("pop3 login refused", "user", cred.mb.Address, "device", cred.deviceName(), "remote_ip", ip.String(), "why", err.Error())
 		return nil, pop3.ErrAccessDisabled

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"mailpost/auth"
@@ -54,7 +55,9 @@ const protoWeb = "web"
 // the devices. Unknown users cost the same as a wrong main password, so
 // timing does not tell which addresses exist; a failure waits out a delay
 // that grows with recent failures from the client's network and for the
-// account.
+// account. Before any of that, the guard (login_limits) refuses a client
+// network or account that is over its limit of failures, with an error
+// wrapping errThrottled.
 //
 // Access is checked only after a password matched, so that a disabled
 // mailbox or device does not reveal itself to someone without the password;
@@ -63,18 +66,122 @@ const protoWeb = "web"
 func (s *Server) checkPassword(ctx context.Context, ip netip.Addr, proto, username, password string) (credential, error) {
 	addr := strings.ToLower(strings.TrimSpace(username))
 	mb := s.cur.Load().mailboxes[addr]
+	// login_limits: refused before any hashing, so a blocked guesser
+	// costs no argon2 time or memory.
+	if r := s.guard.Check(ip, addr); r != nil {
+		s.guardRefused(ip, proto, r)
+		return credential{}, fmt.Errorf("%w: %w", errThrottled, r)
+	}
+	// A guess already known to be wrong against these very hashes gets
+	// the same answer without hashing again, and is not counted again.
+	fp := s.guard.Fingerprint(guessContext(mb, proto, addr, password)...)
+	if s.guard.Repeated(fp) {
+		s.guard.Failure(ip, addr, fp)
+		if err := auth.Wait(ctx, s.throttle.Failure(ip, addr)); err != nil {
+			return credential{}, err
+		}
+		return credential{}, errBadCredentials
+	}
 	cred, matched, err := s.matchPassword(ctx, mb, proto, password)
 	if err != nil {
+		s.guard.Abort(ip, addr)
 		return credential{}, fmt.Errorf("verifying password of %s: %w", addr, err)
 	}
 	if !matched {
+		s.guard.Failure(ip, addr, fp)
 		if err := auth.Wait(ctx, s.throttle.Failure(ip, addr)); err != nil {
 			return credential{}, err
 		}
 		return credential{}, errBadCredentials
 	}
 	s.throttle.Success(ip, addr)
-	return cred, scopeError(cred, ip, proto, time.Now())
+	serr := scopeError(cred, ip, proto, time.Now())
+	if serr == nil {
+		s.guard.Success(ip, addr)
+	} else {
+		// A right password used where it may not be: not a guess, but no
+		// exemption either (a device password must not buy one).
+		s.guard.Abort(ip, addr)
+	}
+	return cred, serr
+}
+
+// errThrottled wraps the *auth.Refusal of a login refused by login_limits
+// before its password was checked. Callers map it to their protocol's
+// "try again later", never to "wrong password".
+var errThrottled = errors.New("login refused by login_limits")
+
+// guessContext is what a login's answer depends on, for the guard's
+// fingerprint: the settings page tries the main password only, POP3 and
+// submission every credential, and a reload that changes any hash makes
+// a remembered wrong guess stop matching. Never stored, only HMACed.
+func guessContext(mb *config.Mailbox, proto, addr, password string) []string {
+	kind := "mail"
+	if proto == protoWeb {
+		kind = protoWeb
+	}
+	parts := []string{kind, addr, password}
+	if mb != nil {
+		parts = append(parts, mb.PasswordHash)
+		for _, d := range mb.Devices {
+			parts = append(parts, d.PasswordHash)
+		}
+	}
+	return parts
+}
+
+// guardRefused logs a refusal once per block (the guard logs when the
+// block has cooled down), so a guessing run of thousands of attempts
+// writes two lines, not thousands.
+func (s *Server) guardRefused(ip netip.Addr, proto string, r *auth.Refusal) {
+	s.throttledLogins(proto).Add(1)
+	if !r.First {
+		return
+	}
+	key := r.Account
+	if key == "" {
+		key = r.Network.String()
+	}
+	s.log.Warn("login refused: too many failed logins", "proto", proto, "remote_ip", ip.String(),
+		"tier", r.Tier.String(), "key", key, "retry_after", r.Wait.Round(time.Second).String())
+}
+
+// throttledAs turns an errThrottled error into a protocol's sentinel:
+// account when the account is over its limit, network when the client's
+// network is. The *auth.Refusal stays in the chain for its RetryAfter.
+func throttledAs(err, account, network error) error {
+	var r *auth.Refusal
+	if !errors.As(err, &r) {
+		return fmt.Errorf("%w: %w", network, err)
+	}
+	if r.AccountLimited() {
+		return fmt.Errorf("%w: %w", account, r)
+	}
+	return fmt.Errorf("%w: %w", network, r)
+}
+
+// throttledLogins is proto's count of logins refused by the guard.
+func (s *Server) throttledLogins(proto string) *atomic.Uint64 {
+	switch proto {
+	case config.ProtoPOP3:
+		return &s.throttledPOP3
+	case config.ProtoSubmission:
+		return &s.throttledSubmission
+	}
+	return &s.throttledWeb
+}
+
+// loginLimits is the guard's view of the running config's login_limits,
+// read at every login so a reload applies at once.
+func (s *Server) loginLimits() auth.GuardLimits {
+	rt := s.cur.Load()
+	if rt == nil {
+		return auth.GuardLimits{}
+	}
+	l := rt.cfg.LoginLimits
+	return auth.GuardLimits{IPv4_32: l.IPv4_32, IPv4_26: l.IPv4_26, IPv4_21: l.IPv4_21,
+		IPv6_64: l.IPv6_64, IPv6_48: l.IPv6_48, IPv6_32: l.IPv6_32, Account: l.Account,
+		Window: l.Window, ExemptAfterSuccess: l.ExemptAfterSuccess}
 }
 
 // matchPassword finds the credential of mb that password matches: the main

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"mailpost/auth"
 	"mailpost/smtpauth"
 )
 
@@ -131,7 +132,8 @@ var (
 	descSessions       = desc("sessions", "Sessions open now.", "protocol")
 	descSessionsTotal  = desc("sessions_total", "Sessions accepted since start.", "protocol")
 	descRefusedConns   = desc("connections_refused_total", "Connections refused by a connection cap.", "protocol")
-	descLogins         = desc("logins_total", "Login attempts by result: success, failed (bad credentials), refused (right password, but in use or disabled), error.", "protocol", "result")
+	descLogins         = desc("logins_total", "Login attempts by result: success, failed (bad credentials), refused (right password, but in use or disabled), throttled (refused by login_limits before the password was checked), error.", "protocol", "result")
+	descLoginLimited   = desc("login_limited", "Networks and accounts over a login_limits tier that have not cooled down yet.", "tier")
 	descCommands       = desc("commands_total", "Commands handled (SMTP: the ones that reach the session: AUTH, MAIL, RCPT, DATA/BDAT).", "protocol")
 	descBytesIn        = desc("received_bytes_total", "Octets read from clients on the wire, TLS included.", "protocol")
 	descBytesOut       = desc("sent_bytes_total", "Octets written to clients on the wire, TLS included.", "protocol")
@@ -155,7 +157,7 @@ func (c serverCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSessions, descSessionsTotal, descRefusedConns, descLogins, descCommands,
 		descBytesIn, descBytesOut, descPOP3Retrieved, descPOP3Deleted, descExpired, descDeliveries, descQueueLength,
 		descQueueInFlight, descOutbound, descReloads, descConfigRevision, descCertExpiry, descCertPending,
-		descStoreSize, descMailboxes, descStart} {
+		descStoreSize, descMailboxes, descStart, descLoginLimited} {
 		ch <- d
 	}
 }
@@ -180,6 +182,7 @@ func (c serverCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descLogins, p.LoginFailed, "pop3", "failed")
 	counter(descLogins, p.LoginRefused, "pop3", "refused")
 	counter(descLogins, p.LoginError, "pop3", "error")
+	counter(descLogins, s.throttledPOP3.Load(), "pop3", "throttled")
 	counter(descPOP3Retrieved, p.Retrieved)
 	counter(descPOP3Deleted, p.Deleted)
 	counter(descExpired, s.prom.expired.Load())
@@ -200,6 +203,7 @@ func (c serverCollector) Collect(ch chan<- prometheus.Metric) {
 			counter(descLogins, st.LoginFailed, proto, "failed")
 			counter(descLogins, st.LoginRefused, proto, "refused")
 			counter(descLogins, st.LoginError, proto, "error")
+			counter(descLogins, s.throttledSubmission.Load(), proto, "throttled")
 		}
 	}
 
@@ -240,5 +244,11 @@ func (c serverCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.NewInvalidMetric(descStoreSize, err)
 	}
 	gauge(descMailboxes, float64(len(rt.cfg.Mailboxes)))
+	// The settings page has no other login counts; its refusals still show.
+	counter(descLogins, s.throttledWeb.Load(), "web", "throttled")
+	gs := s.guard.Stats()
+	for t := range auth.TierAccount + 1 {
+		gauge(descLoginLimited, float64(gs.Limited[t]), t.String())
+	}
 	gauge(descStart, float64(s.started.UnixNano())/1e9)
 }

@@ -47,6 +47,7 @@ type Server struct {
 	store    *storage.Store
 	verifier *auth.Verifier
 	throttle *auth.Throttle
+	guard    *auth.Guard // login_limits: refuses guessing runs before any hashing
 	pop3     *pop3.Server
 	subm     *smtpauth.Server // submission: 465 and 587
 	inbound  *smtpauth.Server // MX: 25
@@ -59,6 +60,9 @@ type Server struct {
 	sweep    *sweeper         // retention sweep between Start and Shutdown; guarded by mu
 
 	cur atomic.Pointer[runtime]
+
+	// logins the guard refused, by protocol (logins_total result="throttled")
+	throttledPOP3, throttledSubmission, throttledWeb atomic.Uint64
 
 	mu        sync.Mutex // guards listeners and control
 	listeners map[string]*listener
@@ -99,6 +103,9 @@ type Options struct {
 	ConfigPath string
 	Verifier   auth.VerifierOptions
 	Throttle   auth.ThrottleOptions
+	// Guard bounds and clocks the login guard; its limits always come
+	// from the running config's login_limits, its log is the server's.
+	Guard auth.GuardOptions
 	// ACME tunes retries; its Store and Log are the server's.
 	ACME acme.Options
 	// Outbound injects the queue runner's resolver, next-hop port and
@@ -124,6 +131,9 @@ func New(cfg *config.Config, store *storage.Store, log *slog.Logger, opt Options
 	if s.now == nil {
 		s.now = time.Now
 	}
+	opt.Guard.Limits = s.loginLimits
+	opt.Guard.Log = log.With("component", "login-guard")
+	s.guard = auth.NewGuard(opt.Guard)
 	opt.ACME.Store, opt.ACME.Log = store, log.With("component", "acme")
 	s.acme = acme.New(opt.ACME)
 	rt, err := s.build(cfg)

@@ -28,6 +28,8 @@ func (b smtpBackend) Login(ctx context.Context, ci smtpauth.ConnInfo, username, 
 	switch {
 	case errors.Is(err, errBadCredentials):
 		return nil, smtpauth.ErrAuthFailed
+	case errors.Is(err, errThrottled):
+		return nil, throttledAs(err, smtpauth.ErrAuthThrottled, smtpauth.ErrAuthThrottled)
 	case errors.Is(err, errScope):
 		b.s.log.Info("smtp login refused", "user", cred.mb.Address, "device", cred.deviceName(), "remote_ip", ip.String(), "why", err.Error())
 		return nil, smtpauth.ErrAccessDisabled

@@ -29,6 +29,9 @@ func (b webBackend) Login(ctx context.Context, remote netip.Addr, username, pass
 	if errors.Is(err, errBadCredentials) {
 		return nil, site.ErrBadCredentials
 	}
+	if errors.Is(err, errThrottled) {
+		return nil, throttledAs(err, site.ErrThrottled, site.ErrThrottled)
+	}
 	return cred.mb, err
 }
 

@@ -131,6 +131,14 @@ var (
 	ErrRelayDenied      = errors.New("relay access denied")
 	ErrQuotaExceeded    = errors.New("mailbox full")
 	ErrTooLarge         = errors.New("message too large")
+
+	// ErrAuthThrottled: the client's network or the account had too many
+	// failed logins and is refused for a while, before the password was
+	// checked: 454 4.7.0 (RFC 4954 §6), a temporary failure, so clients
+	// retry later instead of asking for a new password. If the error chain
+	// has a RetryAfter() time.Duration method, the reply says roughly how
+	// long to wait.
+	ErrAuthThrottled = errors.New("too many failed logins")
 )
 
 // Backend is the who/where policy behind the protocol.

@@ -2,6 +2,7 @@ package smtpauth
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -156,10 +157,36 @@ func (s *session) login(user, pass string) error {
 		s.c.srv.counters.loginRefused.Add(1)
 		s.c.log.Info("smtp submission disabled", "user", user)
 		return replyAuthFailed
+	case errors.Is(err, ErrAuthThrottled):
+		// Logged by the backend once per block, not here per attempt.
+		return throttledReply(err)
 	}
 	s.c.srv.counters.loginError.Add(1)
 	s.c.log.Error("smtp login failed", "user", user, slog.Any("err", err))
 	return replyAuthTemp
+}
+
+// throttledReply is 454 4.7.0 for a login refused by ErrAuthThrottled,
+// with roughly how long to wait when the error says.
+func throttledReply(err error) *smtp.SMTPError {
+	wait := "later"
+	var ra interface{ RetryAfter() time.Duration }
+	if errors.As(err, &ra) {
+		d := ra.RetryAfter()
+		unit, name := time.Second, "second"
+		switch {
+		case d > 90*time.Minute:
+			unit, name = time.Hour, "hour"
+		case d > 90*time.Second:
+			unit, name = time.Minute, "minute"
+		}
+		n := max(1, int64((d+unit-1)/unit))
+		if n != 1 {
+			name += "s"
+		}
+		wait = fmt.Sprintf("in about %d %s", n, name)
+	}
+	return reply(454, 4, 7, 0, "temporary authentication failure: too many failed logins, try again "+wait)
 }
 
 // authFailed logs a failed login and returns its reply. The log line is

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"mailpost/config"
 )
@@ -161,6 +162,21 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 		h.log.Info("web login failed", "user", email, "remote_ip", remoteAddr(r))
 		h.render(w, http.StatusUnauthorized, pageData{Title: "Sign in", Email: email,
 			Error: "The email address or password is not correct."})
+		return
+	}
+	if errors.Is(err, ErrThrottled) {
+		msg := "Too many failed sign-ins. Try again later."
+		var ra interface{ RetryAfter() time.Duration }
+		if errors.As(err, &ra) {
+			secs := max(1, int64((ra.RetryAfter()+time.Second-1)/time.Second))
+			w.Header().Set("Retry-After", strconv.FormatInt(secs, 10)) // RFC 9110 §10.2.3
+			wait := fmt.Sprintf("%d seconds", secs)
+			if secs > 90 {
+				wait = fmt.Sprintf("%d minutes", (secs+59)/60)
+			}
+			msg = "Too many failed sign-ins. Try again in about " + wait + "."
+		}
+		h.render(w, http.StatusTooManyRequests, pageData{Title: "Sign in", Email: email, Error: msg})
 		return
 	}
 	if err != nil {

@@ -44,6 +44,12 @@ type Backend interface {
 // says only that, so it does not tell which addresses exist.
 var ErrBadCredentials = errors.New("web: bad credentials")
 
+// ErrThrottled means the client's network or the account had too many
+// failed logins and the password was not even checked; the page answers
+// 429 with Retry-After when the error chain has a RetryAfter()
+// time.Duration method.
+var ErrThrottled = errors.New("web: too many failed logins")
+
 // Handler serves the published settings and the settings page.
 type Handler struct {
 	b        Backend
