@@ -128,6 +128,21 @@ mailbox "alice@example.com" {
   # The addresses this mailbox may send as (MAIL FROM and From:); by
   # default its address and aliases. Exchange: SendAs permission.
   send_as       = ["alice@example.com", "a.smith@example.com"]
+
+  # A device password: the scanner in the hall logs in as alice with its
+  # own password, which may only send, and only from the LAN. Make one with
+  #   mailpost hash-password -random
+  # (prints a random password once, for the scanner, and this line). If it
+  # leaks, it cannot read alice's mail; delete the block and reload to end it.
+  device "scanner" {
+    password_hash = "$argon2id$v=19$m=65536,t=3,p=2$jM9JY9ORRloSA45YUUMbBg$AvthKsf/X2wgQdq4wqybOJhH+rtnC4mHpmHxvYTEqZM"
+    allow         = ["submission"]          # "pop3", "submission"; default: what the mailbox may
+    from          = ["192.168.1.0/24"]      # optional; default: any network
+    # expires     = "2027-06-30"            # optional; works through that day (UTC)
+  }
+  # Tell alice (a message in her mailbox) when one of her passwords is
+  # used from a network it was not used from before.
+  new_login_notice = true
 }
 
 mailbox "admin@example.com" {
