@@ -98,8 +98,8 @@ type maildrop struct {
 	list      []storage.MessageInfo // taken at login; index = message number - 1
 	infos     []pop3.MessageInfo
 	unlock    func()
-	retention int      // days, config.Mailbox.RetentionDays at login (-1 = never)
-	got       []uint64 // ids RETR sent in full, not yet written
+	retention int    // days, config.Mailbox.RetentionDays at login (-1 = never)
+	got       []bool // RETR sent message i in full, not yet written; nil until the first
 }
 
 func (m *maildrop) Messages() []pop3.MessageInfo { return m.infos }
@@ -117,7 +117,24 @@ func (m *maildrop) Expire() (days int, ok bool) { return m.retention, m.retentio
 
 // Retrieved notes a RETR in memory only: RETR is the hot path, and the
 // notes go to disk together at Commit or Close.
-func (m *maildrop) Retrieved(i int) { m.got = append(m.got, m.list[i].ID) }
+// One flag per message keeps a client that repeats RETR from growing it.
+func (m *maildrop) Retrieved(i int) {
+	if m.got == nil {
+		m.got = make([]bool, len(m.list))
+	}
+	m.got[i] = true
+}
+
+// gotIDs lists the messages retrieved and not yet written.
+func (m *maildrop) gotIDs() []uint64 {
+	var ids []uint64
+	for i, got := range m.got {
+		if got {
+			ids = append(ids, m.list[i].ID)
+		}
+	}
+	return ids
+}
 
 // Commit applies QUIT: deletions and first-retrieval times in one
 // transaction.
@@ -126,7 +143,7 @@ func (m *maildrop) Commit(deleted []int) error {
 	for i, d := range deleted {
 		ids[i] = m.list[d].ID
 	}
-	if err := m.store.CommitSession(m.mailbox, ids, m.got, m.srv.now()); err != nil {
+	if err := m.store.CommitSession(m.mailbox, ids, m.gotIDs(), m.srv.now()); err != nil {
 		return err
 	}
 	m.got = nil
@@ -142,10 +159,10 @@ func (m *maildrop) Commit(deleted []int) error {
 // the next login remove mail the client may not have, so nothing is written.
 func (m *maildrop) Close() error {
 	defer m.unlock()
-	if len(m.got) == 0 || m.retention == 0 {
+	if m.got == nil || m.retention == 0 {
 		return nil
 	}
-	if err := m.store.CommitSession(m.mailbox, nil, m.got, m.srv.now()); err != nil {
+	if err := m.store.CommitSession(m.mailbox, nil, m.gotIDs(), m.srv.now()); err != nil {
 		return fmt.Errorf("recording retrieved messages: %w", err)
 	}
 	m.got = nil
