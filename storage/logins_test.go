@@ -250,3 +250,22 @@ func TestCredentialRecordCorruptIgnored(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkRecordLoginCheckNetwork is a login into a mailbox with
+// new_login_notice: the network is looked up (memory, else one read
+// transaction) under the login lock. Known networks, as in steady state.
+func BenchmarkRecordLoginCheckNetwork(b *testing.B) {
+	s := openTest(b)
+	names := make([]string, 64)
+	for i := range names {
+		names[i] = fmt.Sprintf("user%d@example.com", i)
+	}
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			s.RecordLogin(LoginEvent{Mailbox: names[i%len(names)], Login: Login{IP: "192.0.2.1", Proto: "pop3", Time: time.Now()},
+				Network: "192.0.2.0/24", CheckNetwork: true})
+			i++
+		}
+	})
+}
