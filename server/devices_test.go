@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -576,5 +577,20 @@ mailbox "dave@example.com" {
 	s.stop()
 	if n, _, _ := s.store.Usage("dave@example.com"); n != 0 {
 		t.Errorf("%d messages, want no notice", n)
+	}
+}
+
+func TestLoginNetwork(t *testing.T) {
+	for in, want := range map[string]string{
+		"198.51.100.7":         "198.51.100.0/24",
+		"::ffff:198.51.100.7":  "198.51.100.0/24",
+		"2001:db8:1:2:3::4":    "2001:db8:1:2::/64",
+		"fe80::1%eth0":         "fe80::/64",
+		"::1":                  "::/64",
+		"2001:db8:1:2:ffff::1": "2001:db8:1:2::/64",
+	} {
+		if got := loginNetwork(netip.MustParseAddr(in)); got.String() != want {
+			t.Errorf("loginNetwork(%s) = %s, want %s", in, got, want)
+		}
 	}
 }
