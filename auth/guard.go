@@ -209,9 +209,15 @@ type Refusal struct {
 
 func (r *Refusal) Error() string {
 	if r.Tier == TierAccount {
-		return fmt.Sprintf("too many failed logins for account %s; retry in %s", r.Account, r.Wait.Round(time.Second))
+		return fmt.Sprintf("too many failed logins for account %s; retry in %s", r.Account, r.waitText())
 	}
-	return fmt.Sprintf("too many failed logins from %s (%s); retry in %s", r.Network, r.Tier, r.Wait.Round(time.Second))
+	return fmt.Sprintf("too many failed logins from %s (%s); retry in %s", r.Network, r.Tier, r.waitText())
+}
+
+// waitText is Wait rounded up to whole seconds: "retry in 0s" would be
+// a lie.
+func (r *Refusal) waitText() string {
+	return (r.Wait + time.Second - 1).Truncate(time.Second).String()
 }
 
 // RetryAfter is the time until the refusing tier accepts a login again.

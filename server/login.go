@@ -143,7 +143,7 @@ func (s *Server) guardRefused(ip netip.Addr, proto string, r *auth.Refusal) {
 		key = r.Network.String()
 	}
 	s.log.Warn("login refused: too many failed logins", "proto", proto, "remote_ip", ip.String(),
-		"tier", r.Tier.String(), "key", key, "retry_after", r.Wait.Round(time.Second).String())
+		"tier", r.Tier.String(), "key", key, "retry_after", (r.Wait + time.Second - 1).Truncate(time.Second).String())
 }
 
 // throttledAs turns an errThrottled error into a protocol's sentinel:
