@@ -117,6 +117,22 @@ inbound {
   rate_limit_per_ip      = 60                         # Exchange: -MessageRateLimit per IP; 0 = unlimited
 }
 
+# Password guessing (no fail2ban needed): failed logins per window from one
+# address, its wider networks, and per account; over a limit the client is
+# told to try again later, before any password hashing. These are the
+# defaults; uncomment to change them (0 turns a tier off).
+# login_limits {
+#   ipv4_32 = 10
+#   ipv4_26 = 30
+#   ipv4_21 = 100
+#   ipv6_64 = 10
+#   ipv6_48 = 30
+#   ipv6_32 = 100
+#   account = 30
+#   window  = "15m"
+#   exempt_after_success = "24h"   # a network that logged in keeps access
+# }
+
 # Mailboxes. Users log in with the full address. Make hashes with
 #   mailpost hash-password
 mailbox "alice@example.com" {
