@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http/httptest"
 	"net/textproto"
 	goruntime "runtime"
 	"strings"
@@ -116,6 +117,19 @@ func TestLoginLimitsReplies(t *testing.T) {
 	}
 	if warns := s.logs.lines("login refused: too many failed logins"); len(warns) != 2 {
 		t.Fatalf("%d refusal lines for two blocks:\n%s", len(warns), strings.Join(warns, "\n"))
+	}
+
+	rec := httptest.NewRecorder()
+	s.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{
+		`mailpost_logins_total{protocol="pop3",result="throttled"} 2`,
+		`mailpost_logins_total{protocol="submission",result="throttled"} 2`,
+		`mailpost_login_limited{tier="ipv4_32"} 1`,
+		`mailpost_login_limited{tier="account"} 1`,
+	} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 
 	// A reload raising the limit lets the network in at once; the counts
