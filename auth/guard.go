@@ -252,7 +252,7 @@ type tiered struct {
 	first, last Tier      // network tiers of the address family
 	keys        [3]uint64 // network keys, first..last
 	own         exemptKey // the exemption key (own address prefix + account)
-	prefix      [3]netip.Prefix
+	ip          netip.Addr
 	account     string
 }
 
@@ -263,7 +263,7 @@ func resolve(ip netip.Addr, account string) tiered {
 	if !ip.IsValid() {
 		ip = netip.IPv4Unspecified()
 	}
-	a := tiered{account: strings.ToLower(account)}
+	a := tiered{ip: ip, account: strings.ToLower(account)}
 	if ip.Is4() {
 		a.first, a.last = TierIPv4_32, TierIPv4_21
 		b := ip.As4()
@@ -271,7 +271,6 @@ func resolve(ip netip.Addr, account string) tiered {
 		for i := range 3 {
 			bits := tierBits[a.first+Tier(i)]
 			a.keys[i] = v &^ (1<<(32-bits) - 1)
-			a.prefix[i], _ = ip.Prefix(bits)
 		}
 	} else {
 		a.first, a.last = TierIPv6_64, TierIPv6_32
@@ -280,7 +279,6 @@ func resolve(ip netip.Addr, account string) tiered {
 		for i := range 3 {
 			bits := tierBits[a.first+Tier(i)]
 			a.keys[i] = v &^ (1<<(64-bits) - 1)
-			a.prefix[i], _ = ip.Prefix(bits)
 		}
 	}
 	a.own = exemptKey{net: a.keys[0], v6: ip.Is6(), account: a.account}
@@ -413,7 +411,7 @@ func (g *Guard) Check(ip netip.Addr, account string) *Refusal {
 		if ref.Tier == TierAccount {
 			ref.Account = a.account
 		} else {
-			ref.Network = a.prefix[ref.Tier-a.first]
+			ref.Network, _ = a.ip.Prefix(tierBits[ref.Tier])
 		}
 	}
 	return ref

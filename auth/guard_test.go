@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -309,6 +310,45 @@ func TestGuardBoundedMemory(t *testing.T) {
 	if !strings.Contains(logs.String(), "login limit cooled down") {
 		t.Fatal("no cool-down summary logged")
 	}
+}
+
+// TestGuardFullTables measures the worst case of the default bound: every
+// table full (a botnet of 20,000+ addresses in as many networks, naming
+// 20,000 accounts).
+func TestGuardFullTables(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills 180,000 entries")
+	}
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	g, _, _, _ := newTestGuard(GuardLimits{IPv4_32: 1, IPv4_26: 1, IPv4_21: 1, IPv6_64: 1, IPv6_48: 1, IPv6_32: 1, Account: 1,
+		Window: time.Hour, ExemptAfterSuccess: time.Hour}, 0)
+	for i := range 25000 {
+		v4 := netip.AddrFrom4([4]byte{byte(i >> 5), byte(i >> 13), byte(i << 3), 1})
+		v6 := netip.AddrFrom16([16]byte{byte(i >> 8), byte(i), byte(i >> 8), byte(i), byte(i >> 8), byte(i), byte(i >> 8), byte(i), 15: 1})
+		acct := fmt.Sprintf("user%05d@example.com", i)
+		ok(g, v4, "ok"+acct)
+		fail(g, v4, acct, "p")
+		fail(g, v6, "6"+acct, "p")
+	}
+	st := g.Stats()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	total := 0
+	for _, n := range st.Entries {
+		total += n
+	}
+	total += st.Exempt + st.Repeats
+	t.Logf("entries per tier %v, exempt %d, repeats %d: %d in all, heap in use +%.1f MiB (%.0f bytes an entry)",
+		st.Entries, st.Exempt, st.Repeats, total, float64(after.HeapInuse-before.HeapInuse)/(1<<20),
+		float64(after.HeapInuse-before.HeapInuse)/float64(total))
+	for tier, n := range st.Entries {
+		if n > 20000 {
+			t.Fatalf("tier %v: %d entries", Tier(tier), n)
+		}
+	}
+	runtime.KeepAlive(g)
 }
 
 // A refused network logs its block once and its end once, however many
