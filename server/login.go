@@ -94,9 +94,9 @@ func (s *Server) checkPassword(ctx context.Context, ip netip.Addr, proto, userna
 		}
 		return credential{}, errBadCredentials
 	}
-	s.throttle.Success(ip, addr)
 	serr := scopeError(cred, ip, proto, time.Now())
 	if serr == nil {
+		s.throttle.Success(ip, addr)
 		s.guard.Success(ip, addr)
 	} else {
 		// A right password used where it may not be: not a guess, but no
