@@ -223,6 +223,23 @@ func (r *Refusal) waitText() string {
 // RetryAfter is the time until the refusing tier accepts a login again.
 func (r *Refusal) RetryAfter() time.Duration { return r.Wait }
 
+// RetryIn words RetryAfter for people, rounded up, as the protocols put it
+// in their replies: "in about 40 seconds", "in about 3 minutes".
+func (r *Refusal) RetryIn() string {
+	unit, name := time.Second, "second"
+	switch {
+	case r.Wait > 90*time.Minute:
+		unit, name = time.Hour, "hour"
+	case r.Wait > 90*time.Second:
+		unit, name = time.Minute, "minute"
+	}
+	n := max(1, int64((r.Wait+unit-1)/unit))
+	if n != 1 {
+		name += "s"
+	}
+	return fmt.Sprintf("in about %d %s", n, name)
+}
+
 // AccountLimited reports whether the account, not the client's network,
 // is over its limit.
 func (r *Refusal) AccountLimited() bool { return r.Tier == TierAccount }

@@ -463,3 +463,18 @@ func BenchmarkGuardParallel(b *testing.B) {
 		}
 	})
 }
+
+// RetryIn is what POP3 and SMTP replies say: rounded up, never "0".
+func TestRefusalRetryIn(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		200 * time.Millisecond:       "in about 1 second",
+		61 * time.Second:             "in about 61 seconds",
+		90 * time.Second:             "in about 90 seconds",
+		14*time.Minute + time.Second: "in about 15 minutes",
+		6 * 24 * time.Hour:           "in about 144 hours",
+	} {
+		if got := (&Refusal{Wait: d}).RetryIn(); got != want {
+			t.Errorf("RetryIn(%v) = %q, want %q", d, got, want)
+		}
+	}
+}

@@ -55,19 +55,6 @@ func ContentUIDL(msg []byte) string {
 	return "imp-" + hex.EncodeToString(sum[:16])
 }
 
-// ValidUIDL applies RFC 1939 §7: 1 to 70 characters in 0x21–0x7E.
-func ValidUIDL(u string) bool {
-	if len(u) == 0 || len(u) > 70 {
-		return false
-	}
-	for i := 0; i < len(u); i++ {
-		if u[i] < 0x21 || u[i] > 0x7e {
-			return false
-		}
-	}
-	return true
-}
-
 // maxHeaderScan bounds how much of a message ArrivalTime parses: headers
 // are at the top, and a hostile message without a blank line must not
 // make it read a gigabyte.

@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"mailpost/storage"
 )
 
 // Bounds on what the POP3 source reads: the old server may be broken or
@@ -171,7 +173,7 @@ func (p *POP3) copy(ctx context.Context, c *popClient, known Known, put func(Mes
 			continue
 		}
 		switch first, dup := seen[u]; {
-		case !ValidUIDL(u):
+		case !storage.ValidUIDL(u):
 			p.logf("warning: message %d has an invalid UIDL %q; naming it by its content instead", n, clip(u))
 			delete(uidls, n)
 		case dup:

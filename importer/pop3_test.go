@@ -19,6 +19,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"mailpost/storage"
 )
 
 // fakePOP3 is an in-process POP3 server on 127.0.0.1 with knobs for the
@@ -544,7 +546,7 @@ func TestParseURL(t *testing.T) {
 
 func TestValidUIDLAndArrival(t *testing.T) {
 	for u, want := range map[string]bool{"a": true, strings.Repeat("x", 70): true, strings.Repeat("x", 71): false, "": false, "a b": false, "é": false, "~!": true} {
-		if ValidUIDL(u) != want {
+		if storage.ValidUIDL(u) != want {
 			t.Errorf("ValidUIDL(%q) = %v", u, !want)
 		}
 	}

@@ -3,7 +3,6 @@ package pop3
 import (
 	"errors"
 	"fmt"
-	"time"
 )
 
 // Response codes from RFC 2449 §8 (RESP-CODES, IN-USE, LOGIN-DELAY) and
@@ -26,8 +25,8 @@ var (
 	// refused for a while (RFC 2449 §8.1.1 LOGIN-DELAY); ErrNetworkThrottled:
 	// the client's network had (RFC 3206 SYS/TEMP). Neither is [AUTH],
 	// which would make clients ask the user for a new password. If the
-	// error chain has a RetryAfter() time.Duration method, the reply says
-	// roughly how long to wait.
+	// error chain has a RetryIn() string method ("in about 3 minutes"),
+	// the reply says roughly how long to wait.
 	ErrLoginDelay       = errors.New("too many failed logins for this account")
 	ErrNetworkThrottled = errors.New("too many failed logins from this network")
 )
@@ -36,31 +35,14 @@ var (
 // ErrNetworkThrottled.
 func throttledReply(err error) *Error {
 	wait := "later"
-	var ra interface{ RetryAfter() time.Duration }
-	if errors.As(err, &ra) {
-		wait = "in about " + aboutDuration(ra.RetryAfter())
+	var ri interface{ RetryIn() string }
+	if errors.As(err, &ri) {
+		wait = ri.RetryIn()
 	}
 	if errors.Is(err, ErrLoginDelay) {
 		return &Error{Code: CodeLoginDelay, Text: "too many failed logins for this account, try again " + wait, quiet: true}
 	}
 	return &Error{Code: CodeSysTemp, Text: "too many failed logins from your network, try again " + wait, quiet: true}
-}
-
-// aboutDuration words a wait for people, rounded up: "40 seconds",
-// "3 minutes", "2 hours".
-func aboutDuration(d time.Duration) string {
-	unit, name := time.Second, "second"
-	switch {
-	case d > 90*time.Minute:
-		unit, name = time.Hour, "hour"
-	case d > 90*time.Second:
-		unit, name = time.Minute, "minute"
-	}
-	n := max(1, int64((d+unit-1)/unit))
-	if n == 1 {
-		return "1 " + name
-	}
-	return fmt.Sprintf("%d %ss", n, name)
 }
 
 // Error is a negative reply that keeps the session going: the client sees

@@ -136,8 +136,8 @@ var (
 	// failed logins and is refused for a while, before the password was
 	// checked: 454 4.7.0 (RFC 4954 §6), a temporary failure, so clients
 	// retry later instead of asking for a new password. If the error chain
-	// has a RetryAfter() time.Duration method, the reply says roughly how
-	// long to wait.
+	// has a RetryIn() string method ("in about 3 minutes"), the reply says
+	// roughly how long to wait.
 	ErrAuthThrottled = errors.New("too many failed logins")
 )
 

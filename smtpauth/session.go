@@ -2,7 +2,6 @@ package smtpauth
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -170,21 +169,9 @@ func (s *session) login(user, pass string) error {
 // with roughly how long to wait when the error says.
 func throttledReply(err error) *smtp.SMTPError {
 	wait := "later"
-	var ra interface{ RetryAfter() time.Duration }
-	if errors.As(err, &ra) {
-		d := ra.RetryAfter()
-		unit, name := time.Second, "second"
-		switch {
-		case d > 90*time.Minute:
-			unit, name = time.Hour, "hour"
-		case d > 90*time.Second:
-			unit, name = time.Minute, "minute"
-		}
-		n := max(1, int64((d+unit-1)/unit))
-		if n != 1 {
-			name += "s"
-		}
-		wait = fmt.Sprintf("in about %d %s", n, name)
+	var ri interface{ RetryIn() string }
+	if errors.As(err, &ri) {
+		wait = ri.RetryIn()
 	}
 	return reply(454, 4, 7, 0, "temporary authentication failure: too many failed logins, try again "+wait)
 }

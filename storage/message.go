@@ -111,8 +111,8 @@ func putUsage(mb *bolt.Bucket, count, size uint64) error {
 	return mb.Put(keyUsage, v)
 }
 
-// validUIDL applies RFC 1939 §7: 1 to 70 characters in 0x21–0x7E.
-func validUIDL(u string) bool {
+// ValidUIDL applies RFC 1939 §7: 1 to 70 characters in 0x21–0x7E.
+func ValidUIDL(u string) bool {
 	if len(u) == 0 || len(u) > 70 {
 		return false
 	}

@@ -170,7 +170,7 @@ func TestUIDLStableAndNeverReused(t *testing.T) {
 	s := openTest(t)
 	const mb = "alice@example.org"
 	first := deliver(t, s, mb, "one")
-	if !validUIDL(first.UIDL) || !strings.HasPrefix(first.UIDL, s.uidlPrefix) || len(s.uidlPrefix) != 9 {
+	if !ValidUIDL(first.UIDL) || !strings.HasPrefix(first.UIDL, s.uidlPrefix) || len(s.uidlPrefix) != 9 {
 		t.Fatalf("generated UIDL %q (prefix %q) is not <8 hex>.<id>", first.UIDL, s.uidlPrefix)
 	}
 	s = reopen(t, s)

@@ -84,7 +84,7 @@ func (s *Store) newDelivery(op string, local []string, opt func(string) DeliverO
 		if opt != nil {
 			o = opt(name)
 		}
-		if o.UIDL != "" && (!validUIDL(o.UIDL) || strings.HasPrefix(o.UIDL, s.uidlPrefix)) {
+		if o.UIDL != "" && (!ValidUIDL(o.UIDL) || strings.HasPrefix(o.UIDL, s.uidlPrefix)) {
 			// Our own prefix is reserved so an explicit UIDL can never
 			// collide with one generated later.
 			return nil, fmt.Errorf("storage: %s %s: %q: %w", op, name, o.UIDL, ErrInvalidUIDL)
