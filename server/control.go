@@ -307,23 +307,31 @@ func NewClient(dataDir string) *Client {
 }
 
 func (c *Client) do(req *http.Request) ([]byte, error) {
+	status, body, err := c.exchange(req, 1<<20)
+	if err != nil {
+		return nil, err
+	}
+	if status != http.StatusOK {
+		return nil, fmt.Errorf("server refused: %s", bytes.TrimSpace(body))
+	}
+	return body, nil
+}
+
+// exchange sends req and returns the status and at most limit bytes of the
+// answer, for callers that map statuses to errors themselves. A socket
+// nobody listens on is ErrNotRunning.
+func (c *Client) exchange(req *http.Request, limit int64) (int, []byte, error) {
 	resp, err := c.http.Do(req)
 	if err != nil {
 		var op *net.OpError
 		if errors.As(err, &op) || errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("%w (%s): %v", ErrNotRunning, c.path, err)
+			return 0, nil, fmt.Errorf("%w (%s): %v", ErrNotRunning, c.path, err)
 		}
-		return nil, err
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("server refused: %s", bytes.TrimSpace(body))
-	}
-	return body, nil
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit))
+	return resp.StatusCode, body, err
 }
 
 // Running reports whether a server answers on the socket. Callers that

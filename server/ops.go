@@ -318,16 +318,11 @@ func (c *Client) Import(to, uidl string, arrived time.Time, msg io.Reader) (Deli
 	if err != nil {
 		return res, err
 	}
-	resp, err := c.http.Do(req)
+	status, body, err := c.exchange(req, 1<<16)
 	if err != nil {
 		return res, err
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-	if err != nil {
-		return res, err
-	}
-	switch resp.StatusCode {
+	switch status {
 	case http.StatusOK:
 		return res, json.Unmarshal(body, &res)
 	case http.StatusConflict:
@@ -359,16 +354,11 @@ func (c *Client) KnownUIDLs(to string, uidls []string, withLedger bool) (KnownRe
 	if err != nil {
 		return res, err
 	}
-	resp, err := c.http.Do(req)
+	status, out, err := c.exchange(req, 2*maxKnownQuery)
 	if err != nil {
 		return res, err
 	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(io.LimitReader(resp.Body, 2*maxKnownQuery))
-	if err != nil {
-		return res, err
-	}
-	switch resp.StatusCode {
+	switch status {
 	case http.StatusOK:
 		return res, json.Unmarshal(out, &res)
 	case http.StatusNotFound:
