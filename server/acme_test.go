@@ -2,11 +2,9 @@ package server
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -21,7 +19,6 @@ import (
 	"mailpost/acme"
 	"mailpost/acme/acmetest"
 	"mailpost/config"
-	"mailpost/storage"
 )
 
 // acmeConfigText is a config with ACME certificates from a test CA; extra
@@ -61,32 +58,17 @@ func startACMEServer(t *testing.T, dir, src string) *testServer {
 	if diags.HasErrors() {
 		t.Fatalf("config: %v", diags)
 	}
-	if err := EnsureDataDir(cfg.DataDir); err != nil {
-		t.Fatal(err)
-	}
-	st, err := storage.Open(DatabasePath(cfg.DataDir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var log *slog.Logger
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	s, err := New(cfg, st, log, Options{ConfigPath: cfg.Filename,
-		ACME: acme.Options{MinBackoff: 100 * time.Millisecond, MaxBackoff: 500 * time.Millisecond}})
+	s, err := startServerWith(t, cfg, log, func(o *Options) {
+		o.ACME = acme.Options{MinBackoff: 100 * time.Millisecond, MaxBackoff: 500 * time.Millisecond}
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-	})
-	return &testServer{Server: s, store: st, cfg: cfg}
+	return s
 }
 
 // popLeaf connects to a POP3S address the way a mail client does: with

@@ -3,16 +3,13 @@ package server
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -23,7 +20,6 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"mailpost/auth"
-	"mailpost/config"
 	"mailpost/storage"
 )
 
@@ -72,7 +68,6 @@ type deviceServer struct {
 	*testServer
 	dir  string
 	logs *syncBuffer
-	stop func() // Shutdown, once; waits for notices being delivered
 }
 
 // cheapHash hashes a device password with tiny argon2 costs, so the test
@@ -109,46 +104,17 @@ certificate "dev" {
 func startDeviceServer(t *testing.T, src string) *deviceServer {
 	t.Helper()
 	dir := t.TempDir()
-	path := filepath.Join(dir, "mailpost.hcl")
-	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, diags := config.Load(path)
-	if diags.HasErrors() {
-		t.Fatalf("config: %v", diags)
-	}
-	if err := EnsureDataDir(cfg.DataDir); err != nil {
-		t.Fatal(err)
-	}
-	st, err := storage.Open(DatabasePath(cfg.DataDir))
-	if err != nil {
-		t.Fatal(err)
-	}
 	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, nil))
-	s, err := New(cfg, st, log, Options{ConfigPath: path, Throttle: auth.ThrottleOptions{Base: time.Millisecond, Max: 10 * time.Millisecond}})
+	s, err := startServerWith(t, loadFile(t, dir, src), slog.New(slog.NewTextHandler(logs, nil)), nil)
 	if err != nil {
 		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			s.Shutdown(ctx)
-		})
 	}
 	t.Cleanup(func() {
-		stop()
-		st.Close()
 		if t.Failed() {
 			t.Logf("server log:\n%s", logs.String())
 		}
 	})
-	return &deviceServer{testServer: &testServer{Server: s, store: st, cfg: cfg}, dir: dir, logs: logs, stop: stop}
+	return &deviceServer{testServer: s, dir: dir, logs: logs}
 }
 
 // dialFrom connects to addr from the loopback address local (any of

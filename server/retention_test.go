@@ -4,19 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"net/http/httptest"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"mailpost/auth"
 	"mailpost/config"
 	"mailpost/pop3"
 	"mailpost/storage"
@@ -70,39 +65,11 @@ certificate "dev" {
 }
 %s
 `, pop3sOnly) + fmt.Sprintf(retentionMailboxes, demoHash)
-	path := filepath.Join(dir, "mailpost.hcl")
-	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, diags := config.Load(path)
-	if diags.HasErrors() {
-		t.Fatalf("config: %v", diags)
-	}
-	if err := EnsureDataDir(cfg.DataDir); err != nil {
-		t.Fatal(err)
-	}
-	st, err := storage.Open(DatabasePath(cfg.DataDir))
+	s, err := startServerWith(t, loadFile(t, dir, src), nil, func(o *Options) { o.Now = clock.Now })
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
-	s, err := New(cfg, st, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{
-		ConfigPath: cfg.Filename,
-		Throttle:   auth.ThrottleOptions{Base: time.Millisecond, Max: 10 * time.Millisecond},
-		Now:        clock.Now,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-	})
-	return &testServer{Server: s, store: st, cfg: cfg}
+	return s
 }
 
 func deliverN(t *testing.T, s *testServer, to string, subjects ...string) []storage.MessageInfo {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,24 +44,27 @@ mailbox "off@example.com" {
   pop3 = false
 }
 `, pop3Block, demoHash, demoHash)
-	path := filepath.Join(dir, "mailpost.hcl")
-	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, diags := config.Load(path)
-	if diags.HasErrors() {
-		t.Fatalf("config: %v", diags)
-	}
-	return cfg
+	return loadFile(t, dir, src)
 }
 
 type testServer struct {
 	*Server
 	store *storage.Store
 	cfg   *config.Config
+	stop  func() // Shutdown, once; also run at cleanup, before the store closes
 }
 
 func startServer(t *testing.T, cfg *config.Config) (*testServer, error) {
+	t.Helper()
+	return startServerWith(t, cfg, nil, nil)
+}
+
+// startServerWith opens cfg's store and starts a Server on it, logging to
+// log (nil: nowhere), with options tweak may adjust; failed-login delays
+// are cut to milliseconds so tests of wrong passwords stay quick. The
+// server stops and the store closes at cleanup. An error from Start is
+// returned (tests of refused start-ups want it); anything else fails t.
+func startServerWith(t *testing.T, cfg *config.Config, log *slog.Logger, tweak func(*Options)) (*testServer, error) {
 	t.Helper()
 	if err := EnsureDataDir(cfg.DataDir); err != nil {
 		t.Fatal(err)
@@ -70,21 +74,44 @@ func startServer(t *testing.T, cfg *config.Config) (*testServer, error) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	// Cheap throttle so failed-login tests stay quick.
-	s, err := New(cfg, st, log, Options{ConfigPath: cfg.Filename, Throttle: auth.ThrottleOptions{Base: time.Millisecond, Max: 10 * time.Millisecond}})
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	opt := Options{ConfigPath: cfg.Filename, Throttle: auth.ThrottleOptions{Base: time.Millisecond, Max: 10 * time.Millisecond}}
+	if tweak != nil {
+		tweak(&opt)
+	}
+	s, err := New(cfg, st, log, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Start(); err != nil {
 		return nil, err
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-	})
-	return &testServer{Server: s, store: st, cfg: cfg}, nil
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			s.Shutdown(ctx)
+		})
+	}
+	t.Cleanup(stop)
+	return &testServer{Server: s, store: st, cfg: cfg, stop: stop}, nil
+}
+
+// loadFile writes src as dir/mailpost.hcl and loads it.
+func loadFile(t *testing.T, dir, src string) *config.Config {
+	t.Helper()
+	path := filepath.Join(dir, "mailpost.hcl")
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, diags := config.Load(path)
+	if diags.HasErrors() {
+		t.Fatalf("config: %v", diags)
+	}
+	return cfg
 }
 
 // freePort finds a TCP port free on both the IPv4 and IPv6 wildcards.
