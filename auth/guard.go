@@ -117,11 +117,18 @@ type GuardOptions struct {
 // checked, and Success or Abort give it back: parallel connections cannot
 // all slip past a bucket that has room for one.
 //
-// A right password exempts its address (IPv4 /32, IPv6 /64) for that
-// account for ExemptAfterSuccess: from then on only the address's own
-// tier can refuse it, not the account or the wider prefixes, which a
-// guessing run from elsewhere can fill. The exemption is per account so
-// that one valid mailbox does not buy unlimited guesses at the others.
+// A right password exempts its network (the address for IPv4, its /64 for
+// IPv6) for ExemptAfterSuccess: logins from there are not refused by the
+// network tiers, so an office or home whose users log in is not locked out
+// by its own typos or by a neighbour's guessing. The network is also exempt
+// from the account tier for the account that logged in, so the owner keeps
+// access while a distributed run fills that account's bucket. Other
+// accounts' buckets still bind an exempt network, so one valid mailbox
+// buys no unlimited guessing at the others; and an exemption ends early
+// after exemptFailures failed logins from it without a success in between,
+// so a guesser sharing an exempt address (a carrier NAT) is soon limited
+// again. Failures from exempt networks are charged to the buckets like any
+// other, which is what binds them once the exemption has gone.
 //
 // The same wrong password for the same account (a phone with an old
 // password) counts once per Window: Fingerprint names a guess by a keyed
@@ -141,7 +148,7 @@ type Guard struct {
 	mu       sync.Mutex
 	nets     [TierAccount]lru[uint64, bucket] // network tiers, by masked address
 	accounts lru[string, bucket]
-	exempt   lru[exemptKey, int64]   // until when
+	exempt   lru[exemptKey, exemption]
 	repeats  lru[Fingerprint, int64] // wrong guesses, until when
 	limited  [numTiers]int           // entries refused at least once and not drained yet
 	refused  uint64
@@ -158,10 +165,31 @@ type bucket struct {
 	limited   bool
 }
 
+// exemptKey names an exempt network (account "") or an exempt network
+// and account pair.
 type exemptKey struct {
 	net     uint64
 	v6      bool
 	account string
+}
+
+// exemption is granted by a right password and ends at until, or early
+// once fails (failed logins since the last success) exceeds
+// exemptFailures.
+type exemption struct {
+	until int64
+	fails int
+}
+
+// exemptFailures is how many failed logins an exempt network or pair may
+// have without a success before it loses the exemption: three times the
+// address's own limit, room for a few people's typos.
+func exemptFailures(lim *GuardLimits, a *tiered) int {
+	n := 3 * lim.limit(a.first)
+	if n <= 0 {
+		n = 3 * lim.limit(TierAccount)
+	}
+	return max(n, 1)
 }
 
 // Fingerprint names one guess (account, password and whatever decides the
@@ -268,7 +296,7 @@ func (st GuardStats) LimitedNetworks() int {
 type tiered struct {
 	first, last Tier      // network tiers of the address family
 	keys        [3]uint64 // network keys, first..last
-	own         exemptKey // the exemption key (own address prefix + account)
+	own         exemptKey // the exemption key of the network and account
 	ip          netip.Addr
 	account     string
 }
@@ -300,6 +328,13 @@ func resolve(ip netip.Addr, account string) tiered {
 	}
 	a.own = exemptKey{net: a.keys[0], v6: ip.Is6(), account: a.account}
 	return a
+}
+
+// network is the exemption key of a's network, for any account.
+func (a *tiered) network() exemptKey {
+	k := a.own
+	k.account = ""
+	return k
 }
 
 // nowNS is the clock as nanoseconds since the Guard was made (monotonic
@@ -385,12 +420,13 @@ func (g *Guard) Check(ip netip.Addr, account string) *Refusal {
 	var ends []cooled
 	g.mu.Lock()
 	g.sweep(now, &lim, &ends)
-	exempt := g.exempted(&a, now)
+	pair := g.exempted(a.own, now) != 0
+	network := pair || g.exempted(a.network(), now) != 0
 	var ref *Refusal
 	first := false
 	a.tiers(&lim, func(t Tier, limit int) {
-		if exempt && t != a.first {
-			return // only the address's own tier binds an exempt login
+		if (t == TierAccount && pair) || (t != TierAccount && network) {
+			return
 		}
 		b := g.bucketFor(t, &a)
 		if b == nil {
@@ -462,6 +498,14 @@ func (g *Guard) Failure(ip netip.Addr, account string, fp Fingerprint) (counted 
 			g.repeats.put(fp, until)
 		}
 	}
+	budget := exemptFailures(&lim, &a)
+	for _, k := range []exemptKey{a.own, a.network()} {
+		if i := g.exempted(k, now); i != 0 {
+			if g.exempt.nodes[i].val.fails++; g.exempt.nodes[i].val.fails > budget {
+				g.exempt.remove(i)
+			}
+		}
+	}
 	return true // the reservation made by Check is the charge
 }
 
@@ -479,8 +523,9 @@ func (g *Guard) Repeated(fp Fingerprint) bool {
 	return i != 0 && g.repeats.nodes[i].val > now
 }
 
-// Success records a right password: the reservation is given back and the
-// address is exempt for the account for ExemptAfterSuccess.
+// Success records a right password: the reservation is given back, and the
+// network, and the network for this account, are exempt for
+// ExemptAfterSuccess with a fresh budget of failures.
 func (g *Guard) Success(ip netip.Addr, account string) {
 	a := resolve(ip, account)
 	lim := g.limits()
@@ -488,12 +533,14 @@ func (g *Guard) Success(ip netip.Addr, account string) {
 	g.mu.Lock()
 	g.refund(&a, &lim, now)
 	if lim.ExemptAfterSuccess > 0 && a.account != "" {
-		until := now + int64(lim.ExemptAfterSuccess)
-		if i := g.exempt.get(a.own); i != 0 {
-			g.exempt.nodes[i].val = until
-			g.exempt.touch(i)
-		} else {
-			g.exempt.put(a.own, until)
+		e := exemption{until: now + int64(lim.ExemptAfterSuccess)}
+		for _, k := range []exemptKey{a.own, a.network()} {
+			if i := g.exempt.get(k); i != 0 {
+				g.exempt.nodes[i].val = e
+				g.exempt.touch(i)
+			} else {
+				g.exempt.put(k, e)
+			}
 		}
 	}
 	g.mu.Unlock()
@@ -519,21 +566,20 @@ func (g *Guard) refund(a *tiered, lim *GuardLimits, now int64) {
 	})
 }
 
-// exempted reports whether a's address holds an unexpired exemption for
-// its account.
-func (g *Guard) exempted(a *tiered, now int64) bool {
-	if a.account == "" {
-		return false
+// exempted returns the index of k's unexpired exemption, or 0.
+func (g *Guard) exempted(k exemptKey, now int64) int32 {
+	if k.net == 0 && !k.v6 {
+		return 0 // 0.0.0.0 stands for clients without an address: never exempt
 	}
-	i := g.exempt.get(a.own)
+	i := g.exempt.get(k)
 	if i == 0 {
-		return false
+		return 0
 	}
-	if g.exempt.nodes[i].val <= now {
+	if g.exempt.nodes[i].val.until <= now {
 		g.exempt.remove(i)
-		return false
+		return 0
 	}
-	return true
+	return i
 }
 
 // Fingerprint names a guess: a keyed HMAC-SHA256 (the key is random per
@@ -608,7 +654,7 @@ func (g *Guard) sweep(now int64, lim *GuardLimits, ends *[]cooled) {
 	}
 	for n := 0; n < sweepBatch; n++ {
 		i := g.exempt.front()
-		if i == 0 || g.exempt.nodes[i].val > now {
+		if i == 0 || g.exempt.nodes[i].val.until > now {
 			break
 		}
 		g.exempt.remove(i)

@@ -192,9 +192,11 @@ func TestGuardSamePasswordCountsOnce(t *testing.T) {
 	}
 }
 
-// A distributed run fills the account tier; the owner's address that
-// logged in before is exempt, a new address is not, and the exemption does
-// not cover other accounts from that address.
+// A distributed run fills the account tier; the owner's network that
+// logged in before is exempt, a new address is not. The network is exempt
+// from the network tiers for everyone (an office's typos do not lock it
+// out) but other accounts' buckets still bind it, and too many failures
+// from it without a success end the exemption early.
 func TestGuardExemptAfterSuccess(t *testing.T) {
 	g, clk, lim, _ := newTestGuard(GuardLimits{IPv4_32: 5, IPv4_26: 5, IPv4_21: 5, IPv6_64: 5, Account: 4, Window: time.Hour, ExemptAfterSuccess: 24 * time.Hour}, 0)
 	home := addr("198.51.100.20")
@@ -216,19 +218,48 @@ func TestGuardExemptAfterSuccess(t *testing.T) {
 	if r := g.Check(addr("2001:db8::1"), "owner@x"); r == nil || !r.AccountLimited() {
 		t.Fatalf("new address for the attacked account: %+v, want the account refusal", r)
 	}
-	// The exemption is for owner@x only: guessing other mailboxes from
-	// home is limited by home's own tiers as usual.
-	for i := range 5 {
-		fail(g, home, fmt.Sprintf("n%d@x", i), "g")
+
+	// Typos from home for other mailboxes go past the /32 limit of 5
+	// without a refusal: the network is exempt...
+	for i := range 8 {
+		if r := fail(g, home, fmt.Sprintf("n%d@x", i), fmt.Sprint("typo", i)); r != nil {
+			t.Fatalf("exempt network refused at failure %d: %v", i+1, r)
+		}
 	}
-	if r := fail(g, home, "n9@x", "g"); r == nil || r.Tier != TierIPv4_32 {
-		t.Fatalf("other accounts from the exempt address: %+v", r)
+	if r := ok(g, home, "colleague@x"); r != nil {
+		t.Fatalf("a colleague from the exempt network: %v", r)
 	}
-	// ...and that full /32 also binds the exempt account (it is the
-	// address's own tier, which nobody elsewhere can fill).
-	if r := g.Check(home, "owner@x"); r == nil || r.Tier != TierIPv4_32 {
-		t.Fatalf("exempt account from a full /32: %+v", r)
+	// ...but each other account's own bucket binds it.
+	for i := range 4 {
+		fail(g, home, "victim@x", fmt.Sprint("guess", i))
 	}
+	if r := fail(g, home, "victim@x", "guess-5"); r == nil || !r.AccountLimited() {
+		t.Fatalf("guessing one other account from the exempt network: %+v", r)
+	}
+
+	// More than 3x the /32 limit of failures with no success in between
+	// ends the exemption, and the charges made meanwhile bind at once.
+	other := addr("192.0.2.77")
+	ok(g, other, "someone@x")
+	for i := range 16 { // the 16th is over the budget of 15 and ends it
+		if r := fail(g, other, fmt.Sprintf("m%d@x", i), "g"); r != nil {
+			t.Fatalf("failure %d from a fresh exemption: %v", i+1, r)
+		}
+	}
+	if r := fail(g, other, "m99@x", "g"); r == nil || r.Tier != TierIPv4_32 {
+		t.Fatalf("exemption kept after 16 failures: %+v", r)
+	}
+	// The same wrong password repeated costs no budget (a phone).
+	phone := addr("198.18.0.200") // another /21: 192.0.0.0/21 is full by now
+	if r := ok(g, phone, "p@x"); r != nil {
+		t.Fatal(r)
+	}
+	for range 50 {
+		if r := fail(g, phone, "p@x", "old-password"); r != nil {
+			t.Fatalf("an old password repeated from an exempt network: %v", r)
+		}
+	}
+
 	// The exemption ends after ExemptAfterSuccess; 0 turns it off.
 	clk.advance(25 * time.Hour)
 	if st := g.Stats(); st.Exempt != 0 {

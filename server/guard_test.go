@@ -41,6 +41,51 @@ func popLoginFrom(t *testing.T, local, addr, user, pass string) string {
 	return p.login(user, pass)
 }
 
+// A network whose users logged in is exempt from the network tiers for a
+// day: more typos than the per-address limit, then the right password, all
+// from there, over POP3 and submission. Past the exemption's budget of
+// failures (three times the address's limit) it is limited again.
+func TestExemptNetworkAfterLogin(t *testing.T) {
+	s := startDeviceServer(t, guardConfig(t, `
+  ipv4_32 = 3
+  ipv4_26 = 0
+  ipv4_21 = 0
+  account = 20
+  window  = "10m"
+`))
+	pops, subm := addrOf(t, s.testServer, "pop3s"), addrOf(t, s.testServer, "submission")
+	const office = "127.0.0.20"
+	if r := popLoginFrom(t, office, pops, "alice@example.com", "alice-pw"); !strings.HasPrefix(r, "+OK") {
+		t.Fatal(r)
+	}
+	for i := range 6 { // twice the limit of 3
+		if r := popLoginFrom(t, office, pops, "bob@example.com", fmt.Sprint("typo", i)); !strings.HasPrefix(r, "-ERR [AUTH]") {
+			t.Fatalf("typo %d from the exempt network: %q", i+1, r)
+		}
+	}
+	if r := popLoginFrom(t, office, pops, "bob@example.com", "bob-pw"); !strings.HasPrefix(r, "+OK") {
+		t.Fatalf("bob from the exempt network after 6 typos: %q", r)
+	}
+	if _, err := smtpFrom(t, office, subm, "alice@example.com", "alice-pw"); err != nil {
+		t.Fatalf("submission from the exempt network: %v", err)
+	}
+	// The same typos from a network nobody logged in from: limited at 3.
+	for i := range 3 {
+		popLoginFrom(t, "127.0.0.21", pops, "bob@example.com", fmt.Sprint("other", i))
+	}
+	if r := popLoginFrom(t, "127.0.0.21", pops, "bob@example.com", "bob-pw"); !strings.HasPrefix(r, "-ERR [SYS/TEMP]") {
+		t.Fatalf("a network that never logged in, over its limit: %q", r)
+	}
+	// Ten distinct wrong guesses from the office (the budget is 9 since
+	// bob's success): the exemption ends and the charges bind.
+	for i := range 10 {
+		popLoginFrom(t, office, pops, "alice@example.com", fmt.Sprint("guess", i))
+	}
+	if r := popLoginFrom(t, office, pops, "alice@example.com", "alice-pw"); !strings.HasPrefix(r, "-ERR [SYS/TEMP]") {
+		t.Fatalf("exempt network past its budget of failures: %q", r)
+	}
+}
+
 // Each refusal is a temporary one with the wait, never [AUTH] or 535, and
 // it comes before the password is checked (the right one is refused too).
 func TestLoginLimitsReplies(t *testing.T) {
