@@ -60,8 +60,8 @@ type GuardLimits struct {
 	IPv6_64, IPv6_48, IPv6_32 int
 	Account                   int
 	Window                    time.Duration
-	// ExemptAfterSuccess: after a right password from an address, that
-	// address is exempt for the account for this long (0: never).
+	// ExemptAfterSuccess: after a right password from a network, that
+	// network is exempt for this long (0: never); see Guard.
 	ExemptAfterSuccess time.Duration
 }
 
