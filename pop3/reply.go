@@ -87,7 +87,7 @@ var (
 	replyAuthFailed = &Error{Code: CodeAuth, Text: "authentication failed", quiet: true}
 	// RFC 2449 §8.1.2: the maildrop is locked by another session.
 	replyInUse    = &Error{Code: CodeInUse, Text: "maildrop already locked, try again later", quiet: true}
-	replyDisabled = &Error{Code: CodeSysPerm, Text: "POP3 access is disabled for this mailbox", quiet: true}
+	replyDisabled = &Error{Code: CodeSysPerm, Text: "POP3 is not allowed for this mailbox or password", quiet: true}
 	replyLoginTmp = &Error{Code: CodeSysTemp, Text: "cannot open maildrop, try again later", quiet: true}
 	replyOpenTmp  = &Error{Code: CodeSysTemp, Text: "cannot read message, try again later", quiet: true}
 )

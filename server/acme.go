@@ -166,8 +166,8 @@ func WriteCertStatus(w io.Writer, cs []CertStatus) {
 		if c.Pending != "" {
 			state = "PENDING (self-signed stand-in served): " + c.Pending
 		}
-		fmt.Fprintf(w, "  %-12s %-11s %s  expires %s (in %s)  %s\n", c.Name, c.Source, strings.Join(c.Names, ","),
-			c.NotAfter.UTC().Format(time.RFC3339), time.Duration(c.ExpirySeconds)*time.Second, state)
+		fmt.Fprintf(w, "  %-12s %-11s %s  expires %s (%s)  %s\n", c.Name, c.Source, strings.Join(c.Names, ","),
+			c.NotAfter.UTC().Format(time.RFC3339), expiresIn(time.Duration(c.ExpirySeconds)*time.Second), state)
 		if !c.NextRenewal.IsZero() {
 			fmt.Fprintf(w, "  %-12s next renewal %s\n", "", c.NextRenewal.UTC().Format(time.RFC3339))
 		}
@@ -175,4 +175,17 @@ func WriteCertStatus(w io.Writer, cs []CertStatus) {
 			fmt.Fprintf(w, "  %-12s last error: %s\n", "", c.LastError)
 		}
 	}
+}
+
+// expiresIn words the time left on a certificate the way an operator
+// reads it: days when there are some, hours and minutes in the last two
+// days, and plainly when it has passed.
+func expiresIn(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "EXPIRED " + (-d).Truncate(time.Minute).String() + " ago"
+	case d >= 48*time.Hour:
+		return fmt.Sprintf("in %d days", int(d/(24*time.Hour)))
+	}
+	return "in " + d.Truncate(time.Minute).String()
 }

@@ -256,3 +256,16 @@ certificate "pop" {
 		t.Error("Pebble never validated mail.example.com over http-01")
 	}
 }
+
+func TestExpiresIn(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		365*24*time.Hour - 3*time.Second: "in 364 days",
+		50 * time.Hour:                   "in 2 days",
+		47*time.Hour + 30*time.Second:    "in 47h0m0s",
+		-90 * time.Minute:                "EXPIRED 1h30m0s ago",
+	} {
+		if got := expiresIn(d); got != want {
+			t.Errorf("expiresIn(%v) = %q, want %q", d, got, want)
+		}
+	}
+}

@@ -221,7 +221,7 @@ func TestDevicePasswordsEndToEnd(t *testing.T) {
 	}
 	popRefused := func(local, pass string) {
 		t.Helper()
-		if _, r := popLogin(local, pass); r != "-ERR [SYS/PERM] POP3 access is disabled for this mailbox" {
+		if _, r := popLogin(local, pass); r != "-ERR [SYS/PERM] POP3 is not allowed for this mailbox or password" {
 			t.Errorf("POP3 login from %s with %s: %q, want the access-disabled reply", local, pass, r)
 		}
 	}
