@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"time"
 
+	"mailpost/auth"
 	"mailpost/storage"
 )
 
@@ -59,6 +60,8 @@ func startControl(s *Server, path string) (*controlServer, error) {
 	mux.HandleFunc("GET /v1/mailboxes", s.handleMailboxes)
 	mux.HandleFunc("POST /v1/import", s.handleImport)
 	mux.HandleFunc("POST /v1/import/known", s.handleKnownUIDLs)
+	mux.HandleFunc("GET /v1/login-limits", s.handleLoginLimits)
+	mux.HandleFunc("POST /v1/login-limits/clear", s.handleLoginLimitsClear)
 	c := &controlServer{path: path, done: make(chan struct{}),
 		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
 	go func() {
@@ -127,6 +130,10 @@ type Status struct {
 	// first, one per mailbox (its last), at most statusLogins.
 	LastLogins      []RecentLogin `json:"last_logins"`
 	LastLoginsError string        `json:"last_logins_error,omitempty"`
+	// LoginLimits counts the networks and accounts login_limits refuses
+	// now and lists the fullest statusLoginLimits (nil from a server
+	// older than the field).
+	LoginLimits *auth.LimitSnapshot `json:"login_limits,omitempty"`
 }
 
 // RecentLogin is a mailbox's last login: when, from which address, over
@@ -211,6 +218,8 @@ func (s *Server) Status() Status {
 		SMTPSessions:   s.subm.Stats().Sessions + s.inbound.Stats().Sessions,
 		Memory:         readMemStats(),
 	}
+	ll := s.LoginLimits(statusLoginLimits)
+	st.LoginLimits = &ll
 	if fi, err := os.Stat(s.store.Path()); err == nil {
 		st.StoreBytes = fi.Size()
 	}
