@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"mailpost/auth"
 	"mailpost/server"
 	"mailpost/storage"
 )
@@ -152,4 +153,101 @@ func writeLastLogins(w io.Writer, st server.Status) {
 	for _, l := range st.LastLogins {
 		fmt.Fprintf(w, "  %-*s  %-25s  %-*s  %s\n", mw, l.Mailbox, l.Time.Local().Format(time.RFC3339), iw, l.IP, l.Proto)
 	}
+}
+
+// retryText words a wait for the operator as the logs do: whole seconds,
+// rounded up ("9m40s"), never "0s" while something is still refused.
+func retryText(d time.Duration) string {
+	return (d + time.Second - 1).Truncate(time.Second).String()
+}
+
+// writeLoginLimits prints status's login limits section: how many
+// networks and accounts are refused now, and the fullest few.
+func writeLoginLimits(w io.Writer, st server.Status) {
+	ll := st.LoginLimits
+	switch {
+	case ll == nil:
+		return // a server from before the field
+	case ll.Networks+ll.Accounts == 0:
+		fmt.Fprintln(w, "login limits     nobody refused now")
+		return
+	}
+	fmt.Fprintf(w, "login limits     %d network(s), %d account(s) refused now", ll.Networks, ll.Accounts)
+	if n := ll.Networks + ll.Accounts; n > len(ll.Entries) {
+		fmt.Fprintf(w, " (the fullest %d; all: mailpost login-limits)", len(ll.Entries))
+	}
+	fmt.Fprintln(w)
+	kw := 0
+	for _, e := range ll.Entries {
+		kw = max(kw, len(e.Key))
+	}
+	for _, e := range ll.Entries {
+		fmt.Fprintf(w, "  %-7s  %-*s  %s  retry in %s\n", e.Tier, kw, e.Key, levelText(e), retryText(e.RetryAfter))
+	}
+}
+
+// levelText is a bucket's failures against its limit.
+func levelText(e auth.LimitEntry) string {
+	return fmt.Sprintf("%.1f of %d failures", e.Level, e.Limit)
+}
+
+// notRunning explains a login-limits command without a server: the counts
+// live in its memory, so there is nothing to see or clear.
+func notRunning(err error) error {
+	if errors.Is(err, server.ErrNotRunning) {
+		return fmt.Errorf("%w; login limits live in the running server's memory, so with none running nobody is refused", err)
+	}
+	return err
+}
+
+// cmdLoginLimits lists what login_limits refuses now, like
+// `fail2ban-client status JAIL`.
+func cmdLoginLimits(path string, stdout io.Writer) error {
+	snap, err := server.NewClient(peekDataDir(path)).LoginLimits(100)
+	if err != nil {
+		return notRunning(err)
+	}
+	if snap.Networks+snap.Accounts == 0 {
+		fmt.Fprintln(stdout, "nobody is refused by login_limits now")
+		return nil
+	}
+	kw := len("KEY")
+	for _, e := range snap.Entries {
+		kw = max(kw, len(e.Key))
+	}
+	fmt.Fprintf(stdout, "%-7s  %-*s  %-20s  %7s  %-25s  %s\n", "TIER", kw, "KEY", "LEVEL", "REFUSED", "FIRST REFUSED", "RETRY IN")
+	for _, e := range snap.Entries {
+		since := "-"
+		if !e.Since.IsZero() {
+			since = e.Since.Local().Format(time.RFC3339)
+		}
+		fmt.Fprintf(stdout, "%-7s  %-*s  %-20s  %7d  %-25s  %s\n", e.Tier, kw, e.Key, levelText(e), e.Refused, since, retryText(e.RetryAfter))
+	}
+	fmt.Fprintf(stdout, "%d network(s) and %d account(s) refused now", snap.Networks, snap.Accounts)
+	if n := snap.Networks + snap.Accounts; n > len(snap.Entries) {
+		fmt.Fprintf(stdout, "; the fullest %d listed", len(snap.Entries))
+	}
+	fmt.Fprintln(stdout)
+	return nil
+}
+
+// cmdLoginLimitsClear drops the limits on an address (every tier holding
+// it), one tier's network or an account, like `fail2ban-client unban`.
+func cmdLoginLimitsClear(path, key string, stdout io.Writer) error {
+	res, err := server.NewClient(peekDataDir(path)).ClearLoginLimit(key)
+	if err != nil {
+		return notRunning(err)
+	}
+	if len(res.Cleared) == 0 {
+		fmt.Fprintf(stdout, "nothing matched %s %s: no failed logins are counted against it\n", res.As, res.Key)
+		return nil
+	}
+	for _, e := range res.Cleared {
+		state := "was not refusing"
+		if e.Refusing {
+			state = fmt.Sprintf("was refusing for another %s", retryText(e.RetryAfter))
+		}
+		fmt.Fprintf(stdout, "cleared %-7s  %s  (%s, %s, %d refused)\n", e.Tier, e.Key, levelText(e), state, e.Refused)
+	}
+	return nil
 }

@@ -36,6 +36,8 @@ Usage:
   mailpost queue          [-config FILE]     mail waiting for delivery to other domains
   mailpost queue retry|drop ID [-config FILE] deliver now, or give up on one message
   mailpost backup FILE    [-config FILE]     a consistent hot copy of the store (- for stdout)
+  mailpost login-limits   [-config FILE]     networks and accounts login_limits refuses now
+  mailpost login-limits clear IP|PREFIX|ACCOUNT [-config FILE] let them log in again at once
   mailpost mailbox list|stats [-config FILE] messages, bytes, last login per mailbox
   mailpost import -to ADDR mbox:FILE|maildir:DIR|pop3s://USER@HOST[:PORT] [-config FILE]
                  [-password-file F|-password-stdin] [-ca F] [-insecure-skip-verify] [-include-deleted]
@@ -80,6 +82,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if cmd == "queue" && len(args) > 0 && (args[0] == "retry" || args[0] == "drop") {
 		cmd, args = "queue "+args[0], args[1:]
 	}
+	if cmd == "login-limits" && len(args) > 0 && args[0] == "clear" {
+		cmd, args = "login-limits clear", args[1:]
+	}
 	if cmd == "config" {
 		// Two-word commands: "config history", "config show REV".
 		if len(args) == 0 || (args[0] != "history" && args[0] != "show") {
@@ -105,7 +110,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		to = fs.String("to", "", "recipient address (a mailbox or an alias)")
 	case "hash-password":
 		random = fs.Bool("random", false, "generate a strong random password (for a device) and print it with its hash")
-	case "check", "settings", "status", "reload", "config history", "config show", "queue", "queue retry", "queue drop", "dns", "backup", "mailbox":
+	case "check", "settings", "status", "reload", "config history", "config show", "queue", "queue retry", "queue drop", "dns", "backup", "mailbox",
+		"login-limits", "login-limits clear":
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -127,7 +133,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		args = fs.Args()[1:]
 	}
 	wantArgs := 0
-	if cmd == "config show" || cmd == "queue retry" || cmd == "queue drop" || cmd == "backup" || cmd == "mailbox" {
+	if cmd == "config show" || cmd == "queue retry" || cmd == "queue drop" || cmd == "backup" || cmd == "mailbox" || cmd == "login-limits clear" {
 		wantArgs = 1
 	}
 	if len(positional) != wantArgs {
@@ -169,6 +175,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdMailbox(*cfgPath, positional, stdout, stderr)
 	case "config show":
 		err = cmdConfigShow(*cfgPath, positional[0], stdout, stderr)
+	case "login-limits":
+		err = cmdLoginLimits(*cfgPath, stdout)
+	case "login-limits clear":
+		err = cmdLoginLimitsClear(*cfgPath, positional[0], stdout)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "mailpost %s: %v\n", cmd, err)
@@ -262,6 +272,7 @@ func cmdStatus(path string, stdout, stderr io.Writer) error {
 	}
 	server.WriteCertStatus(stdout, st.Certificates)
 	writeLastLogins(stdout, st)
+	writeLoginLimits(stdout, st)
 	fmt.Fprintf(stdout, "reloads          %d applied, %d unchanged, %d refused\n", st.Reloads.OK, st.Reloads.NoOp, st.Reloads.Failed)
 	if r := st.LastReload; r != nil {
 		outcome := "applied"
