@@ -13,6 +13,8 @@ package acme
 import (
 	"context"
 	"fmt"
+	"strings"
+	"sync/atomic"
 
 	"golang.org/x/crypto/acme/autocert"
 )
@@ -38,6 +40,11 @@ type cache struct {
 	// onPut sees every value written (without the prefix), so a
 	// renewal autocert stores is published at once.
 	onPut func(key string, data []byte)
+	// retired is set when the manager using this cache is retired: a
+	// certificate or account key it might still produce (a request
+	// already in flight) must not overwrite what the current manager
+	// keeps under the same key.
+	retired atomic.Bool
 }
 
 var _ autocert.Cache = (*cache)(nil)
@@ -54,6 +61,9 @@ func (c *cache) Get(ctx context.Context, key string) ([]byte, error) {
 }
 
 func (c *cache) Put(ctx context.Context, key string, data []byte) error {
+	if c.retired.Load() {
+		return fmt.Errorf("acme cache: put %s: %w", key, errRetired)
+	}
 	if err := c.kv.PutBlob(namespace, c.prefix+key, data); err != nil {
 		return fmt.Errorf("acme cache: put %s: %w", key, err)
 	}
@@ -64,6 +74,11 @@ func (c *cache) Put(ctx context.Context, key string, data []byte) error {
 }
 
 func (c *cache) Delete(ctx context.Context, key string) error {
+	// autocert deletes only its challenge tokens; a retired manager may
+	// still clean up its own, but nothing else.
+	if c.retired.Load() && !strings.HasSuffix(key, "+token") && !strings.HasSuffix(key, "+http-01") {
+		return fmt.Errorf("acme cache: delete %s: %w", key, errRetired)
+	}
 	if err := c.kv.DeleteBlob(namespace, c.prefix+key); err != nil {
 		return fmt.Errorf("acme cache: delete %s: %w", key, err)
 	}

@@ -3,6 +3,7 @@ package acme
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -24,10 +25,28 @@ import (
 //   - It remembers the CA's last error (an RFC 8555 §6.7 problem document,
 //     or the connection failure), so that a renewal failing inside
 //     autocert's own timer can still be reported with the CA's words.
+//   - Once retired it refuses every request without sending it. That is
+//     how a manager's renewal timers, which autocert cannot stop, are kept
+//     from ordering certificates for names removed from the configuration
+//     (see Service.retire).
 type caTransport struct {
 	base    http.RoundTripper
 	drop    string // challenge type to hide; "" = none
 	lastErr atomic.Pointer[caError]
+	retired atomic.Bool
+}
+
+// errRetired is what a retired manager's timers get from the transport and
+// the cache.
+var errRetired = errors.New("acme: this ACME client was retired by a reload; it no longer contacts the CA or writes the store")
+
+// retire makes every later request fail locally and drops the idle
+// connections to the CA.
+func (f *caTransport) retire() {
+	f.retired.Store(true)
+	if c, ok := f.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }
 
 type caError struct {
@@ -44,6 +63,13 @@ func (f *caTransport) note(msg string) {
 const maxACMEBody = 1 << 20
 
 func (f *caTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if f.retired.Load() {
+		// A RoundTripper closes the body even when it fails.
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, errRetired
+	}
 	resp, err := f.base.RoundTrip(req)
 	if err != nil {
 		f.note(err.Error())

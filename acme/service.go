@@ -36,12 +36,24 @@ type Options struct {
 	AttemptTimeout time.Duration
 }
 
-// Service keeps one autocert.Manager per ACME account and challenge for the
-// life of the process (autocert's renewal timers cannot be stopped, so
-// managers are never thrown away), and one issuance loop per name.
+// Service keeps one autocert.Manager per ACME account and challenge, and
+// one issuance loop per name.
+//
+// autocert's renewal timers cannot be stopped (Manager has no Close) and
+// renew every name the Manager ever loaded, whatever HostPolicy says. So a
+// Manager is kept across reloads only while its names are unchanged or
+// grow; when a reload takes a name away from it, the Manager is retired: its
+// transport refuses every request and its cache refuses every write, and a
+// fresh Manager on the same store takes the remaining names (their
+// certificates load from the store, nothing is reissued). The retired
+// timers then fail locally, without reaching the CA, and autocert spaces
+// them 30 to 60 minutes apart.
 type Service struct {
 	opt Options
 	log *slog.Logger
+	// caHook, when set (tests), wraps the transport that reaches the CA,
+	// below the retirement check: it sees only what is really sent.
+	caHook func(http.RoundTripper) http.RoundTripper
 
 	mu       sync.Mutex
 	managers map[managerKey]*manager
@@ -64,7 +76,8 @@ type manager struct {
 	client *xacme.Client
 	http   http.Handler // autocert's http-01 responder; nil for tls-alpn-01
 	ca     *caTransport
-	names  atomic.Pointer[map[string]bool]
+	cache  *cache
+	names  atomic.Pointer[map[string]bool] // the host policy
 }
 
 // name is one name's state. Everything but the loop's fields is read by
@@ -104,55 +117,85 @@ func New(opt Options) *Service {
 // Configure makes the set of names the service obtains certificates for
 // exactly the ACME names of certificates (other kinds are ignored). New
 // names start their issuance loop at once; names whose settings are
-// unchanged keep their certificate and loop; removed names stop (their
-// certificates stay in the store).
+// unchanged keep their certificate and loop; removed names stop, and the
+// manager that held them is retired so that they are never renewed again
+// (their certificates stay in the store). On error nothing has changed.
 func (s *Service) Configure(certificates []*config.Certificate) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return errors.New("acme: service closed")
 	}
-	want := map[string]*manager{}
-	perMgr := map[*manager]map[string]bool{}
+	// Which settings each name wants (config rejects a name in two
+	// certificates), and the names under each settings.
+	wantKey := map[string]managerKey{}
+	perKey := map[managerKey]map[string]bool{}
 	for _, c := range certificates {
 		if c.ACME == nil {
 			continue
 		}
-		m, err := s.managerFor(c.ACME)
+		k := keyFor(c.ACME)
+		if perKey[k] == nil {
+			perKey[k] = map[string]bool{}
+		}
+		for _, d := range c.ACME.Domains {
+			wantKey[d] = k
+			perKey[k][d] = true
+		}
+	}
+	// Keep a manager whose names all stay; build a new one otherwise.
+	// Nothing is published until every manager is built, so a ca_file
+	// that stopped parsing leaves the running state as it was.
+	next := map[managerKey]*manager{}
+	for _, c := range certificates {
+		if c.ACME == nil {
+			continue
+		}
+		k := keyFor(c.ACME)
+		if next[k] != nil {
+			continue
+		}
+		if m := s.managers[k]; m != nil && len(dropped(m, perKey[k])) == 0 {
+			next[k] = m
+			continue
+		}
+		m, err := s.newManager(k, c.ACME)
 		if err != nil {
 			return fmt.Errorf("acme: certificate %q: %w", c.Name, err)
 		}
-		if perMgr[m] == nil {
-			perMgr[m] = map[string]bool{}
-		}
-		for _, d := range c.ACME.Domains {
-			want[d] = m
-			perMgr[m][d] = true
+		next[k] = m
+	}
+	for k, m := range s.managers {
+		if next[k] != m {
+			s.retire(m, perKey[k], wantKey)
 		}
 	}
+	s.managers = next
 	// Publish the host policies first, so the loops started below are
 	// allowed to ask for their names.
-	for _, m := range s.managers {
-		set := perMgr[m]
-		if set == nil {
-			set = map[string]bool{}
-		}
+	for k, m := range next {
+		set := perKey[k]
 		m.names.Store(&set)
 	}
 	for d, n := range s.names {
-		if want[d] != n.mgr {
+		k, ok := wantKey[d]
+		if !ok || next[k] != n.mgr {
 			n.stop()
 			delete(s.names, d)
-			s.log.Info("acme: name no longer managed here", "name", d)
+			if !ok {
+				s.log.Info("acme: name no longer managed here", "name", d)
+			}
 		}
 	}
-	for d, m := range want {
+	for d, k := range wantKey {
 		if _, ok := s.names[d]; ok {
 			continue
 		}
+		m := next[k]
 		n := &name{domain: d, mgr: m, pending: "waiting for the first attempt", done: make(chan struct{})}
 		// A certificate already in the store is served at once, before
-		// the loop confirms it with autocert.
+		// the loop confirms it with autocert (this is also what keeps a
+		// name moved to a fresh manager served without a gap).
 		if c := s.stored(m, d); c != nil {
 			n.cert.Store(c)
 			n.pending = ""
@@ -169,16 +212,63 @@ func (s *Service) Configure(certificates []*config.Certificate) error {
 	return nil
 }
 
-// managerFor returns the manager for an acme block, creating it once.
-func (s *Service) managerFor(a *config.ACME) (*manager, error) {
-	sum := sha256.Sum256(a.CAPEM)
+// dropped lists the names m holds that are not in keep, sorted.
+func dropped(m *manager, keep map[string]bool) []string {
+	var out []string
+	for d := range *m.names.Load() {
+		if !keep[d] {
+			out = append(out, d)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// retire cuts m off from the CA and the store for good (see Service). keep
+// is what the configuration now has under m's settings (a fresh manager
+// takes it over); wantKey tells a name removed from the configuration from
+// one moved to other ACME settings.
+func (s *Service) retire(m *manager, keep map[string]bool, wantKey map[string]managerKey) {
+	m.ca.retire()
+	m.cache.retired.Store(true)
+	var removed, moved, kept []string
+	for _, d := range dropped(m, keep) {
+		if _, ok := wantKey[d]; ok {
+			moved = append(moved, d)
+		} else {
+			removed = append(removed, d)
+		}
+	}
+	for d := range *m.names.Load() {
+		if keep[d] {
+			kept = append(kept, d)
+		}
+	}
+	slices.Sort(kept)
+	empty := map[string]bool{}
+	m.names.Store(&empty)
+	if len(removed)+len(moved)+len(kept) == 0 {
+		return
+	}
+	s.log.Info("acme: ACME client retired; its renewal timers can no longer reach the CA",
+		"why", "the configuration took names away from it", "directory", m.key.directory,
+		"challenge", m.key.challenge, "removed", removed, "moved_to_other_settings", moved,
+		"kept_by_a_new_client", kept)
+}
+
+// keyFor is the manager key of an acme block.
+func keyFor(a *config.ACME) managerKey {
 	key := managerKey{directory: a.DirectoryURL, email: a.Email, challenge: a.Challenge, renewBefore: a.RenewBefore}
 	if len(a.CAPEM) > 0 {
+		sum := sha256.Sum256(a.CAPEM)
 		key.caSHA256 = hex.EncodeToString(sum[:])
 	}
-	if m := s.managers[key]; m != nil {
-		return m, nil
-	}
+	return key
+}
+
+// newManager builds a manager for key. It does nothing until used: no
+// request is made and no timer runs before a loop asks for a certificate.
+func (s *Service) newManager(key managerKey, a *config.ACME) (*manager, error) {
 	roots, err := x509.SystemCertPool()
 	if err != nil || roots == nil {
 		roots = x509.NewCertPool()
@@ -188,7 +278,11 @@ func (s *Service) managerFor(a *config.ACME) (*manager, error) {
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
-	rt := &caTransport{base: tr}
+	var base http.RoundTripper = tr
+	if s.caHook != nil {
+		base = s.caHook(tr)
+	}
+	rt := &caTransport{base: base}
 	if a.Challenge == config.ChallengeHTTP01 {
 		rt.drop = config.ChallengeTLSALPN01
 	}
@@ -197,20 +291,20 @@ func (s *Service) managerFor(a *config.ACME) (*manager, error) {
 	m.names.Store(&empty)
 	m.client = &xacme.Client{DirectoryURL: a.DirectoryURL, UserAgent: "mailpost",
 		HTTPClient: &http.Client{Transport: rt, Timeout: time.Minute}}
+	m.cache = &cache{kv: s.opt.Store, prefix: a.DirectoryURL + " ", onPut: func(key string, data []byte) {
+		s.stored1(m, key, data)
+	}}
 	m.m = &autocert.Manager{
 		Prompt:      autocert.AcceptTOS,
 		Email:       a.Email,
 		RenewBefore: a.RenewBefore,
 		Client:      m.client,
 		HostPolicy:  m.policy,
-		Cache: &cache{kv: s.opt.Store, prefix: a.DirectoryURL + " ", onPut: func(key string, data []byte) {
-			s.stored1(m, key, data)
-		}},
+		Cache:       m.cache,
 	}
 	if a.Challenge == config.ChallengeHTTP01 {
 		m.http = m.m.HTTPHandler(http.NotFoundHandler())
 	}
-	s.managers[key] = m
 	return m, nil
 }
 
@@ -329,8 +423,14 @@ func (s *Service) run(ctx context.Context, n *name) {
 func (s *Service) obtain(ctx context.Context, n *name) (*tls.Certificate, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opt.AttemptTimeout)
 	defer cancel()
-	if _, err := n.mgr.client.Discover(ctx); err != nil {
-		return nil, fmt.Errorf("ACME directory %s: %w", n.mgr.key.directory, err)
+	// With a valid certificate in the store autocert loads it and starts
+	// its renewal timer without asking the CA (a restart, or a name a
+	// reload moved to a fresh manager), so the CA being down then is no
+	// reason to wait.
+	if s.stored(n.mgr, n.domain) == nil {
+		if _, err := n.mgr.client.Discover(ctx); err != nil {
+			return nil, fmt.Errorf("ACME directory %s: %w", n.mgr.key.directory, err)
+		}
 	}
 	n.mu.Lock()
 	n.pending = "asking the CA"
@@ -461,15 +561,20 @@ func (s *Service) ChallengeCertificate(hello *tls.ClientHelloInfo) (*tls.Certifi
 	return m.m.GetCertificate(hello)
 }
 
-// Close stops every issuance loop and waits for them. Renewal timers
-// belong to autocert and outlive this (they cannot be stopped); they stop
-// with the process.
+// Close stops every issuance loop and waits for them, and retires every
+// manager: autocert's renewal timers outlive this (they cannot be
+// stopped) but can no longer reach the CA or write the store.
 func (s *Service) Close() {
 	s.mu.Lock()
 	s.closed = true
 	for d, n := range s.names {
 		n.stop()
 		delete(s.names, d)
+	}
+	for k, m := range s.managers {
+		m.ca.retire()
+		m.cache.retired.Store(true)
+		delete(s.managers, k)
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
