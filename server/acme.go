@@ -112,9 +112,9 @@ func (q *connQueue) Close() error {
 func (q *connQueue) Addr() net.Addr { return &net.TCPAddr{} }
 
 // configureACME hands the running config's ACME names to the service,
-// which starts obtaining new ones in the background. A failure here (it
-// can only be a ca_file that stopped parsing) is logged; the stand-ins
-// keep being served.
+// which starts obtaining new ones in the background and stops renewing
+// removed ones. A failure here (it can only be a ca_file that stopped
+// parsing) is logged and changes nothing; the stand-ins keep being served.
 func (s *Server) configureACME(cfg *config.Config) {
 	if err := s.acme.Configure(cfg.Certificates); err != nil {
 		s.log.Error("acme configuration failed", "err", err)
