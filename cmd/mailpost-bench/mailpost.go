@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -116,6 +117,7 @@ type proc struct {
 	addr   string // pop3s
 	submit string // submission with STARTTLS
 	done   chan error
+	once   sync.Once
 }
 
 func start(bin, cfgPath, dir string, env []string) (*proc, error) {
@@ -158,7 +160,11 @@ func (p *proc) pop3Addr() string   { return p.addr }
 func (p *proc) submitAddr() string { return p.submit }
 func (p *proc) pid() int           { return p.cmd.Process.Pid }
 
-func (p *proc) stop() {
+// stop is SIGTERM (mailpost drains), SIGKILL after 30 s; only the first
+// call does anything.
+func (p *proc) stop() { p.once.Do(p.doStop) }
+
+func (p *proc) doStop() {
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:

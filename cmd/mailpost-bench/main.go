@@ -26,9 +26,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 )
 
@@ -142,6 +145,7 @@ func run() error {
 	} else {
 		defer os.RemoveAll(dir)
 	}
+	stopOnSignal(dir)
 	res := results{Target: *target}
 	var l launcher
 	switch *target {
@@ -233,8 +237,7 @@ func externalLauncher(dir string, res *results) (launcher, error) {
 	if scheme == "ARGON2ID" {
 		res.Auth += " (mailpost's own hash: m=64MiB t=3 p=2)"
 	}
-	res.Auth += "; auth cache 10M/10 min (a hit still verifies the hash); hashes verified in auth-worker processes, " +
-		"one per core; pop3-login " + *dovecotLogin
+	res.Auth += "; auth cache 10M/10 min (a hit still verifies the hash); hashes verified in auth-worker processes, one per core"
 	users := benchUsers(*clients, *idle)
 	step("seeding the Maildirs")
 	if err := seedMaildirs(dir, users, *clients, *target == "postfix"); err != nil {
@@ -246,6 +249,7 @@ func externalLauncher(dir string, res *results) (launcher, error) {
 	}
 	o := dovecotOpts{dir: dir, port: port, scheme: scheme, login: *dovecotLogin, maxSessions: *idle + *clients}
 	if *target == "dovecot" {
+		res.Auth += "; pop3-login " + *dovecotLogin
 		return func(noCache bool) (benchServer, error) {
 			o := o
 			o.noCache = noCache
@@ -286,8 +290,9 @@ func measure(l launcher, want func(string) bool, res *results) error {
 	if err != nil {
 		return err
 	}
+	track(srv)
 	err = func() error {
-		defer srv.stop()
+		defer untrackStop(srv)
 		// Memory first, on a fresh process, so earlier tests' garbage
 		// doesn't blur the per-session figure.
 		if want("memory") {
@@ -337,8 +342,9 @@ func measure(l launcher, want func(string) bool, res *results) error {
 		if err != nil {
 			return err
 		}
+		track(srv)
 		res.SessionsPerSecNoCache, err = sessionRate(srv.pop3Addr(), *clients, *duration/2)
-		srv.stop()
+		untrackStop(srv)
 		if err != nil {
 			return err
 		}
@@ -473,6 +479,50 @@ func (s summary) show(key, format string) string {
 		out += fmt.Sprintf("  [%s–%s]", fmt.Sprintf(format, s.lo[key]), fmt.Sprintf(format, s.hi[key]))
 	}
 	return out
+}
+
+// The servers running now, so that an interrupt stops them: Dovecot and
+// Postfix run in their own process groups, out of reach of the terminal's
+// Ctrl-C.
+var running struct {
+	sync.Mutex
+	m map[benchServer]bool
+}
+
+func track(s benchServer) {
+	running.Lock()
+	defer running.Unlock()
+	if running.m == nil {
+		running.m = map[benchServer]bool{}
+	}
+	running.m[s] = true
+}
+
+func untrackStop(s benchServer) {
+	running.Lock()
+	delete(running.m, s)
+	running.Unlock()
+	s.stop()
+}
+
+// stopOnSignal stops every running server on SIGINT or SIGTERM, removes
+// the temp dir (unless -keep) and exits.
+func stopOnSignal(dir string) {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		sig := <-c
+		fmt.Fprintf(os.Stderr, "mailpost-bench: %v: stopping the servers\n", sig)
+		running.Lock()
+		for s := range running.m {
+			s.stop()
+		}
+		running.Unlock()
+		if !*keep {
+			os.RemoveAll(dir)
+		}
+		os.Exit(130)
+	}()
 }
 
 func step(s string) { fmt.Fprintln(os.Stderr, "==>", s) }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -21,13 +22,16 @@ type postfix struct {
 	etc     string
 	addr    string
 	dovecot *dovecot
+	once    sync.Once
 }
 
 func (p *postfix) pop3Addr() string   { return p.dovecot.addr }
 func (p *postfix) submitAddr() string { return p.addr }
 func (p *postfix) pid() int           { return p.g.cmd.Process.Pid }
 
-func (p *postfix) stop() {
+func (p *postfix) stop() { p.once.Do(p.doStop) }
+
+func (p *postfix) doStop() {
 	// `postfix stop` signals the master through its pid file and waits
 	// for it; the group sweep then catches anything left.
 	if out, err := exec.Command("postfix", "-c", p.etc, "stop").CombinedOutput(); err != nil {

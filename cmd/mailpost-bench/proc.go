@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -153,9 +154,10 @@ func waitListening(addr string, done <-chan error, within time.Duration) error {
 // group is a child started in its own process group, so that stopping it
 // also reaches whatever it forked.
 type group struct {
-	name string
-	cmd  *exec.Cmd
-	done chan error
+	name    string
+	cmd     *exec.Cmd
+	done    chan error
+	stopped sync.Once
 }
 
 func startGroup(name string, cmd *exec.Cmd, logPath string) (*group, error) {
@@ -176,8 +178,10 @@ func startGroup(name string, cmd *exec.Cmd, logPath string) (*group, error) {
 
 // stop sends SIGTERM to the leader (servers shut their children down
 // themselves), waits up to 30 s, then SIGKILLs the whole group, and in any
-// case sweeps the group for stragglers.
-func (g *group) stop() {
+// case sweeps the group for stragglers. Only the first call does anything.
+func (g *group) stop() { g.stopped.Do(g.doStop) }
+
+func (g *group) doStop() {
 	pgid := g.cmd.Process.Pid
 	g.cmd.Process.Signal(syscall.SIGTERM)
 	select {
