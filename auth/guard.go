@@ -111,11 +111,15 @@ type GuardOptions struct {
 // Window. A login is refused before any password hashing while one of its
 // buckets is full, so a blocked guesser costs a map lookup rather than an
 // argon2 computation; over time an attacker gets at most Limit attempts per
-// Window per bucket, plus the initial Limit.
+// Window per bucket, plus the initial Limit and one burst of parallel
+// attempts from a clean bucket (bounded by the per-address connection cap).
 //
-// Check reserves one failure in every bucket before the password is
-// checked, and Success or Abort give it back: parallel connections cannot
-// all slip past a bucket that has room for one.
+// Check notes an attempt in flight in every bucket before the password is
+// checked, and Failure, Success or Abort settle it. Once a bucket holds a
+// failure, attempts in flight count against its room: parallel connections
+// cannot all slip past a bucket that has room for one. A clean bucket
+// ignores them, so many right passwords at once from one address are
+// never refused for being many.
 //
 // A right password exempts its network (the address for IPv4, its /64 for
 // IPv6) for ExemptAfterSuccess: logins from there are not refused by the
@@ -158,7 +162,13 @@ type Guard struct {
 // limited, since limitedAt, and counts the refusals; that ends when the
 // bucket has drained and the entry goes.
 type bucket struct {
-	level     float64
+	level float64 // counted failures, drained to at
+	// pending counts attempts Check let through whose answer is not in
+	// yet. They weigh only once the bucket holds a real failure: parallel
+	// guessers then cannot all slip through one free slot, while a burst
+	// of right passwords from one address (an office behind NAT, a
+	// client opening several connections) is never refused by itself.
+	pending   int32
 	at        int64
 	limitedAt int64
 	refused   uint32
@@ -354,8 +364,18 @@ func drain(b *bucket, now int64, r float64) {
 	}
 }
 
-// full reports whether one more failure would take b over limit.
-func full(b *bucket, limit int) bool { return b.level > float64(limit)-1 }
+// excess is how far b is past room for one more attempt: its failures,
+// plus the attempts in flight once there is a real failure; > 0 is full.
+func excess(b *bucket, limit int) float64 {
+	x := b.level
+	if b.level > 0 {
+		x += float64(b.pending)
+	}
+	return x - float64(limit-1)
+}
+
+// full reports whether b refuses another attempt.
+func full(b *bucket, limit int) bool { return excess(b, limit) > 0 }
 
 // bucketFor finds the bucket of tier t for a, or nil. The pointer is valid
 // until the next insertion into that table.
@@ -410,7 +430,7 @@ func (a *tiered) tiers(lim *GuardLimits, f func(t Tier, limit int)) {
 }
 
 // Check decides whether a login from ip for account may have its password
-// checked. It returns a Refusal when a tier is full, and otherwise reserves
+// checked. It returns a Refusal when a tier is full, and otherwise notes
 // one failure in each tier: the caller must follow with exactly one of
 // Failure, Success or Abort.
 func (g *Guard) Check(ip netip.Addr, account string) *Refusal {
@@ -443,7 +463,7 @@ func (g *Guard) Check(ip netip.Addr, account string) *Refusal {
 			first = true
 		}
 		b.refused++
-		wait := time.Duration(math.Ceil((b.level - float64(limit-1)) / r))
+		wait := time.Duration(math.Ceil(excess(b, limit) / r))
 		if ref == nil || wait > ref.Wait {
 			ref = &Refusal{Tier: t, Wait: wait}
 		}
@@ -454,7 +474,7 @@ func (g *Guard) Check(ip netip.Addr, account string) *Refusal {
 		a.tiers(&lim, func(t Tier, limit int) {
 			b := g.bucketAdd(t, &a, now, &ends)
 			drain(b, now, rate(&lim, t))
-			b.level++
+			b.pending++
 		})
 	}
 	g.mu.Unlock()
@@ -498,6 +518,12 @@ func (g *Guard) Failure(ip netip.Addr, account string, fp Fingerprint) (counted 
 			g.repeats.put(fp, until)
 		}
 	}
+	a.tiers(&lim, func(t Tier, _ int) {
+		b := g.bucketAdd(t, &a, now, &ends)
+		drain(b, now, rate(&lim, t))
+		b.level++
+		b.pending = max(0, b.pending-1)
+	})
 	budget := exemptFailures(&lim, &a)
 	for _, k := range []exemptKey{a.own, a.network()} {
 		if i := g.exempted(k, now); i != 0 {
@@ -506,7 +532,7 @@ func (g *Guard) Failure(ip netip.Addr, account string, fp Fingerprint) (counted 
 			}
 		}
 	}
-	return true // the reservation made by Check is the charge
+	return true
 }
 
 // Repeated reports whether fp is a guess remembered as wrong, so the
@@ -560,8 +586,7 @@ func (g *Guard) Abort(ip netip.Addr, account string) {
 func (g *Guard) refund(a *tiered, lim *GuardLimits, now int64) {
 	a.tiers(lim, func(t Tier, _ int) {
 		if b := g.bucketFor(t, a); b != nil {
-			drain(b, now, rate(lim, t))
-			b.level = math.Max(0, b.level-1)
+			b.pending = max(0, b.pending-1)
 		}
 	})
 }
@@ -671,7 +696,7 @@ func (g *Guard) sweep(now int64, lim *GuardLimits, ends *[]cooled) {
 // drained reports whether b is empty at now. A tier switched off (rate 0)
 // counts as drained, so its table empties after a reload turned it off.
 func drained(b *bucket, now int64, r float64) bool {
-	return r <= 0 || b.level-float64(now-b.at)*r <= 0
+	return r <= 0 || (b.pending == 0 && b.level-float64(now-b.at)*r <= 0)
 }
 
 // cooled is a limited key that left its table: logged after the lock.

@@ -272,30 +272,54 @@ func TestGuardExemptAfterSuccess(t *testing.T) {
 	}
 }
 
-// Parallel attempts that all pass Check before any fails cannot exceed the
-// limit: Check reserves.
-func TestGuardReservesBeforeTheCheck(t *testing.T) {
+// Attempts in flight count once the bucket holds a real failure: parallel
+// guessers then cannot all pass through one free slot. From a clean
+// bucket they do not, so a burst of right passwords from one address (an
+// office behind NAT) is never refused by itself.
+func TestGuardPendingAttempts(t *testing.T) {
 	g, _, _, _ := newTestGuard(GuardLimits{IPv4_32: 5, Window: time.Minute}, 0)
 	a := addr("192.0.2.50")
+	for i := range 20 {
+		if r := g.Check(a, fmt.Sprintf("u%d@x", i)); r != nil {
+			t.Fatalf("concurrent login %d from a clean address refused: %v", i+1, r)
+		}
+	}
+	for i := range 20 {
+		g.Success(a, fmt.Sprintf("u%d@x", i))
+	}
+
+	b := addr("192.0.2.60")
+	if r := fail(g, b, "v@x", "wrong"); r != nil {
+		t.Fatal(r)
+	}
 	passed := 0
 	for range 20 {
-		if g.Check(a, "v@x") == nil {
+		if g.Check(b, "v@x") == nil {
 			passed++
 		}
 	}
-	if passed != 5 {
-		t.Fatalf("%d concurrent attempts passed, want 5", passed)
+	if passed != 4 { // room for 4 more failures in a limit of 5
+		t.Fatalf("%d concurrent attempts passed after a failure, want 4", passed)
 	}
-	// Success and Abort give the reservation back.
-	for range 5 {
-		g.Success(a, "v@x")
-	}
-	if g.Check(a, "v@x") != nil {
-		t.Fatal("refused after every reservation was given back")
-	}
-	g.Abort(a, "v@x")
-	if g.Check(a, "v@x") != nil {
+	// Abort gives the reservation back.
+	g.Abort(b, "v@x")
+	if g.Check(b, "v@x") != nil {
 		t.Fatal("Abort did not give the reservation back")
+	}
+	for range 4 {
+		g.Abort(b, "v@x")
+	}
+	// The failures that do come in are what counts: 1 + 4 = 5 of 5.
+	for range 4 {
+		if g.Check(b, "v@x") != nil {
+			t.Fatal("refused with room left")
+		}
+	}
+	for i := range 4 {
+		g.Failure(b, "v@x", g.Fingerprint("v@x", fmt.Sprint("w", i)))
+	}
+	if r := g.Check(b, "v@x"); r == nil {
+		t.Fatal("not refused with the bucket full")
 	}
 }
 

@@ -198,7 +198,7 @@ func refusing(b bucket, now int64, r float64, limit int) (candidate, bool) {
 	}
 	// Rounded up as Check does, so the operator and the client are told
 	// the same wait.
-	wait := time.Duration(math.Ceil((b.level - float64(limit-1)) / r))
+	wait := time.Duration(math.Ceil(excess(&b, limit) / r))
 	return candidate{b: b, level: b.level, limit: limit, wait: wait}, true
 }
 

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"mailpost/auth"
@@ -420,5 +421,69 @@ func TestDictionaryRunHeldToRate(t *testing.T) {
 	}
 	if n := len(s.logs.lines("login refused: too many failed logins")); n > 20 {
 		t.Fatalf("%d refusal log lines for one continuous run", n)
+	}
+}
+
+// Many right passwords at once from one address that has no failures (an
+// office behind NAT, a client opening several connections) are never
+// refused for being many, even far past the per-address limit.
+func TestConcurrentRightPasswordsNotLimited(t *testing.T) {
+	// A hash that takes some milliseconds and no success cache, so the
+	// logins overlap in the password check.
+	h, err := auth.HashPasswordParams("alice-pw", auth.Argon2Params{Memory: 8 << 10, Time: 2, Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := deviceConfig(fmt.Sprintf(`
+login_limits {
+  ipv4_32 = 2
+  account = 2
+}
+mailbox "alice@example.com" {
+  password_hash = %q
+}
+`, h))
+	s, err := startServerWith(t, loadFile(t, t.TempDir(), src), nil, func(o *Options) { o.Verifier.CacheTTL = -1 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	subm := addrOf(t, s, "submission")
+	const n = 12
+	var start, done sync.WaitGroup
+	start.Add(1)
+	errs := make(chan error, n)
+	for i := range n {
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.40")}}
+			conn, err := d.Dial("tcp", subm)
+			if err != nil {
+				errs <- err
+				return
+			}
+			conn.SetDeadline(time.Now().Add(30 * time.Second))
+			c, err := smtp.NewClientStartTLS(conn, insecureTLS)
+			if err != nil {
+				conn.Close()
+				errs <- err
+				return
+			}
+			defer c.Close()
+			start.Wait() // every session is past STARTTLS: AUTH all at once
+			if err := c.Auth(sasl.NewPlainClient("", "alice@example.com", "alice-pw")); err != nil {
+				errs <- fmt.Errorf("login %d: %w", i+1, err)
+			}
+		}()
+	}
+	time.Sleep(200 * time.Millisecond)
+	start.Done()
+	done.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if st := s.guard.Stats(); st.Refused != 0 {
+		t.Errorf("the guard refused %d right passwords", st.Refused)
 	}
 }

@@ -38,14 +38,6 @@ submission {
   external_connection_settings = ["mail.bench.test:587:tls"]
   max_connections_per_ip       = 500
 }
-# Every bench client comes from 127.0.0.1: the per-network tiers would see
-# one busy network (32 logins queued behind argon2 without the cache are
-# refused as if they were guesses), so they are off; the account tier stays.
-login_limits {
-  ipv4_32 = 0
-  ipv4_26 = 0
-  ipv4_21 = 0
-}
 `, nidle+nclients+100, nidle+nclients+100)
 	mbox := func(name string) {
 		fmt.Fprintf(&b, "mailbox %q {\n  password_hash = %q\n}\n", name, benchHash)
