@@ -303,7 +303,7 @@ func measure(l launcher, want func(string) bool, res *results) error {
 		}
 		if want("rate") {
 			step(fmt.Sprintf("session rate: %d clients for %s", *clients, *duration))
-			if res.SessionsPerSec, err = sessionRate(srv.pop3Addr(), *clients, *duration); err != nil {
+			if res.SessionsPerSec, err = sessionRate(srv.pop3Addr(), *clients, *duration, true); err != nil {
 				return err
 			}
 		}
@@ -343,7 +343,7 @@ func measure(l launcher, want func(string) bool, res *results) error {
 			return err
 		}
 		track(srv)
-		res.SessionsPerSecNoCache, err = sessionRate(srv.pop3Addr(), *clients, *duration/2)
+		res.SessionsPerSecNoCache, err = sessionRate(srv.pop3Addr(), *clients, *duration/2, false)
 		untrackStop(srv)
 		if err != nil {
 			return err
