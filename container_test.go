@@ -161,52 +161,21 @@ mailbox "alice@example.com" {
 
 	// Run it as the image would: chrooted, uid/gid 65532, no
 	// supplementary groups, the image's environment only.
-	log := &syncBuffer{}
 	cmd := &exec.Cmd{
-		Path:   "/mailpost", // resolved inside the chroot
-		Args:   []string{"/mailpost", "serve", "-config", "/etc/mailpost/mailpost.hcl"},
-		Env:    []string{"HOME=/data"},
-		Dir:    "/",
-		Stdout: log,
-		Stderr: log,
+		Path: "/mailpost", // resolved inside the chroot
+		Args: []string{"/mailpost", "serve", "-config", "/etc/mailpost/mailpost.hcl"},
+		Env:  []string{"HOME=/data"},
+		Dir:  "/",
 		SysProcAttr: &syscall.SysProcAttr{
 			Chroot:     root,
 			Credential: &syscall.Credential{Uid: containerUID, Gid: containerUID, Groups: []uint32{}},
 			Pdeathsig:  syscall.SIGKILL,
 		},
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("server log:\n%s", log.String())
-		}
-	})
-
 	// The control socket is in /data; the test (root, outside) reaches
 	// it there as `docker exec mailpost /mailpost ...` would inside.
+	in := startCmd(t, cmd, filepath.Join(root, "data"))
 	client := server.NewClient(filepath.Join(root, "data"))
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if _, err := client.Status(); err == nil {
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("mailpost exited in the chroot: %v\n%s", err, log.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no answer on the control socket\n%s", log.String())
-		}
-	}
 	pid := cmd.Process.Pid
 	if uid := procUID(t, pid); uid != "65532 65532 65532 65532" {
 		t.Errorf("the server runs with uids %q, want 65532 throughout", uid)
@@ -245,15 +214,7 @@ mailbox "alice@example.com" {
 	if len(ents) != 3 {
 		t.Errorf("the read-only config dir now holds %d entries", len(ents))
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("exit after SIGTERM: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("no exit 20 s after SIGTERM")
-	}
+	in.stop()
 
 	bin, _ := os.Stat(filepath.Join(root, "mailpost"))
 	t.Logf("static binary: %.1f MiB (%d bytes); idle RSS %.1f MiB; RSS after one login %.1f MiB (argon2id m=64 MiB)",

@@ -11,14 +11,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-
-	"mailpost/server"
 )
 
 // TestServeLogFormatJSON runs the built binary with -log-format json, holds
@@ -30,37 +27,9 @@ func TestServeLogFormatJSON(t *testing.T) {
 	_, certFile, keyFile := testCA(t, dir, "mail.example.com")
 	writeConfig(t, dir, e2eConfig(certFile, keyFile)+"\nadmin {\n  bindings = [\"127.0.0.1:0\"]\n}\n")
 
-	log := &syncBuffer{}
-	cmd := exec.Command(binary, "serve", "-config", filepath.Join(dir, "mailpost.hcl"), "-log-format", "json")
-	cmd.Stderr, cmd.Stdout = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("server log:\n%s", log.String())
-		}
-	})
-	addrs := map[string]string{}
-	client := server.NewClient(filepath.Join(dir, "data"))
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		st, err := client.Status()
-		if err == nil {
-			for _, l := range st.Listeners {
-				addrs[l.Proto] = l.Addr
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve did not come up: %v", err)
-		}
-	}
+	in := startCmd(t, exec.Command(binary, "serve", "-config", filepath.Join(dir, "mailpost.hcl"), "-log-format", "json"),
+		filepath.Join(dir, "data"))
+	addrs, log := in.addrs, in.log
 
 	// The idle process, as Prometheus sees it (the memory target).
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + addrs["admin"] + "/metrics")
@@ -93,15 +62,7 @@ func TestServeLogFormatJSON(t *testing.T) {
 	io.Copy(io.Discard, r) // until the server closes
 	c.Close()
 
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("serve exited with %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("serve did not stop")
-	}
+	in.stop()
 
 	var end map[string]any
 	lines := strings.Split(strings.TrimSpace(log.String()), "\n")

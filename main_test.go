@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -146,25 +147,37 @@ func writeConfig(t *testing.T, dir, cfg string) string {
 // control socket answers, learning the ports it bound.
 func startServe(t *testing.T, dir string) *instance {
 	t.Helper()
-	in := &instance{t: t, dir: dir, cfgPath: filepath.Join(dir, "mailpost.hcl"), log: &syncBuffer{},
-		done: make(chan error, 1), addrs: map[string]string{}}
-	in.cmd = exec.Command(binary, "serve", "-config", in.cfgPath, "-log-level", "debug")
-	in.cmd.Stderr = in.log
-	in.cmd.Stdout = in.log
-	if err := in.cmd.Start(); err != nil {
+	in := startCmd(t, exec.Command(binary, "serve", "-config", filepath.Join(dir, "mailpost.hcl"), "-log-level", "debug"),
+		filepath.Join(dir, "data"))
+	in.dir = dir
+	return in
+}
+
+// startCmd starts cmd (a `mailpost serve` prepared by the caller: other
+// flags, a chroot) with its output in the instance's log, kills it at
+// cleanup if it still runs, and waits until the control socket in dataDir
+// answers, learning the ports it bound.
+func startCmd(t *testing.T, cmd *exec.Cmd, dataDir string) *instance {
+	t.Helper()
+	in := &instance{t: t, cmd: cmd, log: &syncBuffer{}, done: make(chan error, 1), addrs: map[string]string{}}
+	if i := slices.Index(cmd.Args, "-config"); i >= 0 && i+1 < len(cmd.Args) {
+		in.cfgPath = cmd.Args[i+1]
+	}
+	cmd.Stderr, cmd.Stdout = in.log, in.log
+	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { in.done <- in.cmd.Wait() }()
+	go func() { in.done <- cmd.Wait() }()
 	t.Cleanup(func() {
-		if in.cmd.ProcessState == nil {
-			in.cmd.Process.Kill()
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
 			<-in.done
 		}
 		if t.Failed() {
 			t.Logf("server log:\n%s", in.log.String())
 		}
 	})
-	client := server.NewClient(filepath.Join(dir, "data"))
+	client := server.NewClient(dataDir)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		st, err := client.Status()

@@ -63,6 +63,12 @@ func writeMaildir(t *testing.T, dir string) {
 // popFetchAll logs in over verified TLS and returns every message,
 // dot-unstuffed, without deleting anything.
 func popFetchAll(addr string, roots *x509.CertPool, user string) ([]string, error) {
+	return popFetch(addr, roots, user, false)
+}
+
+// popFetch is popFetchAll that, with dele, also deletes each message it
+// retrieved (applied by the QUIT).
+func popFetch(addr string, roots *x509.CertPool, user string, dele bool) ([]string, error) {
 	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr,
 		&tls.Config{RootCAs: roots, ServerName: "mail.example.com"})
 	if err != nil {
@@ -106,6 +112,11 @@ func popFetchAll(addr string, roots *x509.CertPool, user string) ([]string, erro
 			b.WriteString(strings.TrimPrefix(l, ".")) // RFC 1939 §3 byte-stuffing
 		}
 		msgs = append(msgs, b.String())
+		if dele {
+			if _, err := cmd(fmt.Sprintf("DELE %d", i)); err != nil {
+				return nil, err
+			}
+		}
 	}
 	_, err = cmd("QUIT")
 	return msgs, err

@@ -384,66 +384,18 @@ pop3 {
 // popSession logs in over verified TLS, retrieves and deletes everything,
 // and returns the Message-IDs it read.
 func popSession(addr string, roots *x509.CertPool, user string) ([]string, error) {
-	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr,
-		&tls.Config{RootCAs: roots, ServerName: "mail.example.com"})
+	msgs, err := popFetch(addr, roots, user, true)
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(20 * time.Second))
-	r := bufio.NewReader(c)
-	line := func() (string, error) {
-		l, err := r.ReadString('\n')
-		if err != nil {
-			return "", err
-		}
-		if !strings.HasPrefix(l, "+OK") {
-			return "", fmt.Errorf("server said %q", strings.TrimSpace(l))
-		}
-		return l, nil
-	}
-	cmd := func(s string) (string, error) {
-		fmt.Fprintf(c, "%s\r\n", s)
-		return line()
-	}
-	if _, err := line(); err != nil {
-		return nil, err
-	}
-	if _, err := cmd("USER " + user); err != nil {
-		return nil, err
-	}
-	if _, err := cmd("PASS demo-password"); err != nil {
-		return nil, err
-	}
-	st, err := cmd("STAT")
-	if err != nil {
-		return nil, err
-	}
-	var n int
-	fmt.Sscanf(st, "+OK %d", &n)
-	var ids []string
-	for i := 1; i <= n; i++ {
-		if _, err := cmd(fmt.Sprintf("RETR %d", i)); err != nil {
-			return nil, err
-		}
-		for {
-			l, err := r.ReadString('\n')
-			if err != nil {
-				return nil, err
-			}
-			if l == ".\r\n" {
+	ids := make([]string, 0, len(msgs))
+	for _, m := range msgs {
+		for _, l := range strings.Split(m, "\r\n") {
+			if id, ok := strings.CutPrefix(l, "Message-ID: "); ok {
+				ids = append(ids, strings.TrimSpace(id))
 				break
 			}
-			if strings.HasPrefix(l, "Message-ID: ") {
-				ids = append(ids, strings.TrimSpace(strings.TrimPrefix(l, "Message-ID: ")))
-			}
 		}
-		if _, err := cmd(fmt.Sprintf("DELE %d", i)); err != nil {
-			return nil, err
-		}
-	}
-	if _, err := cmd("QUIT"); err != nil {
-		return nil, err
 	}
 	return ids, nil
 }
