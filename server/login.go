@@ -94,16 +94,15 @@ func (s *Server) checkPassword(ctx context.Context, ip netip.Addr, proto, userna
 		}
 		return credential{}, errBadCredentials
 	}
-	serr := scopeError(cred, ip, proto, time.Now())
-	if serr == nil {
-		s.throttle.Success(ip, addr)
-		s.guard.Success(ip, addr)
-	} else {
+	if why := outOfScope(cred, ip, proto, time.Now()); why != "" {
 		// A right password used where it may not be: not a guess, but no
 		// exemption either (a device password must not buy one).
 		s.guard.Abort(ip, addr)
+		return cred, fmt.Errorf("%w: %s", errScope, why)
 	}
-	return cred, serr
+	s.throttle.Success(ip, addr)
+	s.guard.Success(ip, addr)
+	return cred, nil
 }
 
 // errThrottled wraps the *auth.Refusal of a login refused by login_limits
@@ -223,24 +222,24 @@ func (s *Server) matchPassword(ctx context.Context, mb *config.Mailbox, proto, p
 	return credential{}, false, nil
 }
 
-// scopeError says why cred may not log in with proto from ip at now, or
-// returns nil.
-func scopeError(c credential, ip netip.Addr, proto string, now time.Time) error {
+// outOfScope says why cred may not log in with proto from ip at now, or
+// returns "".
+func outOfScope(c credential, ip netip.Addr, proto string, now time.Time) string {
 	if proto != protoWeb && !c.mb.Allows(proto) {
-		return fmt.Errorf("%w: %s is switched off for this mailbox", errScope, proto)
+		return proto + " is switched off for this mailbox"
 	}
 	d := c.device
 	switch {
 	case d == nil:
-		return nil
+		return ""
 	case !d.Allows(proto):
-		return fmt.Errorf("%w: device %q may not use %s", errScope, d.Name, proto)
+		return fmt.Sprintf("device %q may not use %s", d.Name, proto)
 	case d.Expired(now):
-		return fmt.Errorf("%w: the password of device %q expired", errScope, d.Name)
+		return fmt.Sprintf("the password of device %q expired", d.Name)
 	case !d.AllowsFrom(ip):
-		return fmt.Errorf("%w: device %q may not log in from %s", errScope, d.Name, ip)
+		return fmt.Sprintf("device %q may not log in from %s", d.Name, ip)
 	}
-	return nil
+	return ""
 }
 
 // stillAllowed is the revalidation after a reload: it returns why a session
@@ -260,8 +259,8 @@ func (s *Server) stillAllowed(mailbox, device, hash string, ip netip.Addr, proto
 	if c.hash() != hash {
 		return errors.New("the password was changed; log in again")
 	}
-	if err := scopeError(c, ip, proto, time.Now()); err != nil {
-		return errors.New(strings.TrimPrefix(err.Error(), errScope.Error()+": "))
+	if why := outOfScope(c, ip, proto, time.Now()); why != "" {
+		return errors.New(why)
 	}
 	return nil
 }
